@@ -1,0 +1,180 @@
+//! Configuration loading, one typed `Config` per service.
+//!
+//! Order: the struct's defaults, then the YAML file, in which `${VAR}` and `${VAR:-default}`
+//! are expanded from the environment (a `.env` file in the working directory is read first).
+//! Unknown keys and invalid values are startup errors that name the key, e.g.
+//! `ingest.yaml: deliver.batch_size: invalid type: string "x", expected u32`.
+
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: environment variable `{var}` is not set (used as ${{{var}}})")]
+    MissingEnv { path: PathBuf, var: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(path: &Path, key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads a YAML config file into `T`, expanding `${VAR}` references first.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let _ = dotenvy::dotenv();
+    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = expand_env(&raw, |v| std::env::var(v).ok()).map_err(|var| ConfigError::MissingEnv {
+        path: path.to_owned(),
+        var,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses YAML text into `T`, reporting the path of the offending key.
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(top level)".to_owned() } else { key };
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; returns the name of the first unset variable.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (lookup(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(name.to_owned()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Serde helper for durations written as `30s`, `500ms`, `2m`, `1h` or a number of seconds.
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `24h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`: expected e.g. 500ms, 30s, 5m, 24h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("invalid duration unit `{other}` in `{text}`")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// TLS material of a service: the CA that signs peers, and the service's own certificate.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let env = |v: &str| (v == "A").then(|| "1".to_owned());
+        assert_eq!(expand_env("x ${A} ${B:-2} y", env).unwrap(), "x 1 2 y");
+        assert_eq!(expand_env("${C}", env).unwrap_err(), "C");
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        size: u32,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[allow(dead_code)]
+        inner: Inner,
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = parse::<Outer>(Path::new("x.yaml"), "inner:\n  size: big\n").unwrap_err();
+        assert!(err.to_string().contains("inner.size"), "{err}");
+        let err = parse::<Outer>(Path::new("x.yaml"), "inner:\n  size: 1\n  colour: red\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+}

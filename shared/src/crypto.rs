@@ -1,0 +1,244 @@
+//! Message crypto: bodies are encrypted with AES-256-GCM-SIV under a rotatable keyring, sender
+//! numbers are HMAC-SHA256'd with a secret key.
+//!
+//! Ciphertext format (ASCII, stored as-is in Redis and MySQL): `k<key id>:<base64(nonce ‖ ct)>`.
+//! The message id is the associated data, so a body cannot be moved onto another message.
+//! The keyring file is JSON `{"active": 2, "keys": {"1": "<base64 32 bytes>", "2": "…"}}`,
+//! mode 0600; the HMAC key file is base64 text, mode 0600.
+
+use crate::secret::{SecretError, read_private_file, write_private_file};
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::Mac;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("ciphertext is malformed")]
+    Malformed,
+    #[error("ciphertext uses key id {0}, which is not in the keyring")]
+    UnknownKey(u32),
+    #[error("ciphertext failed authentication")]
+    Authentication,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyringFile {
+    active: u32,
+    keys: BTreeMap<u32, String>,
+}
+
+/// The body encryption keys; one is active for new messages, all can decrypt.
+pub struct Keyring {
+    active: u32,
+    ciphers: BTreeMap<u32, Aes256GcmSiv>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("key_ids", &self.ciphers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Keyring {
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let raw = read_private_file(path)?;
+        let invalid = |reason: &str| SecretError::Invalid {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let file: KeyringFile =
+            serde_json::from_slice(&raw).map_err(|e| invalid(&format!("not keyring JSON: {e}")))?;
+        let mut ciphers = BTreeMap::new();
+        for (id, b64) in &file.keys {
+            let key = B64
+                .decode(b64)
+                .map_err(|_| invalid(&format!("key {id} is not base64")))?;
+            let cipher = Aes256GcmSiv::new_from_slice(&key)
+                .map_err(|_| invalid(&format!("key {id} must be 32 bytes")))?;
+            ciphers.insert(*id, cipher);
+        }
+        if !ciphers.contains_key(&file.active) {
+            return Err(invalid(&format!("active key {} is not in keys", file.active)).into());
+        }
+        Ok(Self {
+            active: file.active,
+            ciphers,
+        })
+    }
+
+    /// Writes a keyring with one new random key (id 1), or adds a key to an existing file and
+    /// makes it active. Returns the new key id.
+    pub fn add_key_to_file(path: &Path) -> Result<u32, CryptoError> {
+        let mut file = if path.exists() {
+            let raw = read_private_file(path)?;
+            serde_json::from_slice(&raw).map_err(|e| SecretError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?
+        } else {
+            KeyringFile {
+                active: 0,
+                keys: BTreeMap::new(),
+            }
+        };
+        let id = file.keys.keys().max().map_or(1, |m| m + 1);
+        file.keys.insert(id, B64.encode(random_bytes::<32>()));
+        file.active = id;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| SecretError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        write_private_file(path, &json).map_err(|source| SecretError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(id)
+    }
+
+    pub fn active_key_id(&self) -> u32 {
+        self.active
+    }
+
+    pub fn has_key(&self, id: u32) -> bool {
+        self.ciphers.contains_key(&id)
+    }
+
+    /// Encrypts `plaintext` under the active key, bound to `aad` (the message id).
+    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> String {
+        let cipher = &self.ciphers[&self.active];
+        let nonce_bytes = random_bytes::<NONCE_LEN>();
+        let nonce = aes_gcm_siv::Nonce::from(nonce_bytes);
+        let ct = cipher
+            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .expect("AES-GCM-SIV encryption of a <4 GiB buffer cannot fail");
+        let mut buf = Vec::with_capacity(NONCE_LEN + ct.len());
+        buf.extend_from_slice(&nonce_bytes);
+        buf.extend_from_slice(&ct);
+        format!("k{}:{}", self.active, B64.encode(buf))
+    }
+
+    pub fn decrypt(&self, aad: &[u8], ciphertext: &str) -> Result<Vec<u8>, CryptoError> {
+        let id = key_id(ciphertext).ok_or(CryptoError::Malformed)?;
+        let cipher = self.ciphers.get(&id).ok_or(CryptoError::UnknownKey(id))?;
+        let (_, b64) = ciphertext.split_once(':').ok_or(CryptoError::Malformed)?;
+        let raw = B64.decode(b64).map_err(|_| CryptoError::Malformed)?;
+        if raw.len() < NONCE_LEN + 16 {
+            return Err(CryptoError::Malformed);
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let nonce = aes_gcm_siv::Nonce::try_from(nonce).map_err(|_| CryptoError::Malformed)?;
+        cipher
+            .decrypt(&nonce, Payload { msg: ct, aad })
+            .map_err(|_| CryptoError::Authentication)
+    }
+}
+
+/// The key id of a ciphertext in our format, if it is well formed.
+pub fn key_id(ciphertext: &str) -> Option<u32> {
+    let (head, _) = ciphertext.split_once(':')?;
+    head.strip_prefix('k')?.parse().ok()
+}
+
+/// HMAC-SHA256 under a secret key: sender numbers and idempotency fingerprints.
+#[derive(Clone)]
+pub struct HmacKey(hmac::Hmac<sha2::Sha256>);
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(***)")
+    }
+}
+
+impl HmacKey {
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let raw = read_private_file(path)?;
+        let key = B64
+            .decode(String::from_utf8_lossy(&raw).trim())
+            .map_err(|_| SecretError::Invalid {
+                path: path.to_owned(),
+                reason: "not base64".into(),
+            })?;
+        if key.len() < 32 {
+            return Err(SecretError::Invalid {
+                path: path.to_owned(),
+                reason: "an HMAC key must be at least 32 bytes".into(),
+            }
+            .into());
+        }
+        Ok(Self::from_bytes(&key))
+    }
+
+    pub fn from_bytes(key: &[u8]) -> Self {
+        Self(hmac::Hmac::new_from_slice(key).expect("HMAC takes keys of any length"))
+    }
+
+    /// Hex HMAC of the given parts, each length-prefixed so that part boundaries count.
+    pub fn hex(&self, parts: &[&[u8]]) -> String {
+        let mut mac = self.0.clone();
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The searchable hash of a sender number.
+    pub fn sender_hash(&self, number: &str) -> String {
+        self.hex(&[b"sender", number.as_bytes()])
+    }
+}
+
+/// Writes a new random base64 secret (HMAC or JWT key) with mode 0600.
+pub fn write_random_secret(path: &Path) -> std::io::Result<()> {
+    write_private_file(path, B64.encode(random_bytes::<32>()).as_bytes())
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::fill(&mut b);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypts_decrypts_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        assert_eq!(Keyring::add_key_to_file(&path).unwrap(), 1);
+        let k1 = Keyring::load(&path).unwrap();
+        let ct = k1.encrypt(b"m1", "héllo".as_bytes());
+        assert!(ct.starts_with("k1:"));
+        assert!(!ct.contains("héllo"));
+        assert_eq!(k1.decrypt(b"m1", &ct).unwrap(), "héllo".as_bytes());
+        assert!(matches!(k1.decrypt(b"m2", &ct), Err(CryptoError::Authentication)));
+
+        assert_eq!(Keyring::add_key_to_file(&path).unwrap(), 2);
+        let k2 = Keyring::load(&path).unwrap();
+        assert!(k2.encrypt(b"m", b"x").starts_with("k2:"));
+        assert_eq!(k2.decrypt(b"m1", &ct).unwrap(), "héllo".as_bytes());
+        assert!(matches!(k1.decrypt(b"m", &k2.encrypt(b"m", b"x")), Err(CryptoError::UnknownKey(2))));
+    }
+
+    #[test]
+    fn sender_hash_depends_on_the_key() {
+        let a = HmacKey::from_bytes(&[1; 32]);
+        let b = HmacKey::from_bytes(&[2; 32]);
+        assert_eq!(a.sender_hash("+123"), a.sender_hash("+123"));
+        assert_ne!(a.sender_hash("+123"), b.sender_hash("+123"));
+        assert_eq!(a.sender_hash("+123").len(), 64);
+    }
+}

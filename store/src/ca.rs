@@ -1,0 +1,151 @@
+//! The certificate authority (pure Rust, rcgen): creates the CA and issues service and client
+//! certificates. Keys are ECDSA P-256; every private key file is written with mode 0600.
+
+use mb_shared::identity::SERVICE_OU;
+use mb_shared::secret::write_private_file;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::path::Path;
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Secret(#[from] mb_shared::secret::SecretError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What a certificate is for.
+pub enum Profile<'a> {
+    /// A client of ingest: CN `<name>.<domain>`, client auth only.
+    Client,
+    /// One of our services: OU `mb-services`, server and client auth, these DNS/IP names.
+    Service { sans: &'a [&'a str] },
+}
+
+/// An issued certificate with its key, and what gets recorded about it.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub fingerprint: String,
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Issued {
+    /// Writes `<dir>/<name>.crt` and `<dir>/<name>.key` (0600).
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(), CaError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let crt = dir.join(format!("{name}.crt"));
+        std::fs::write(&crt, &self.cert_pem).map_err(io_err(&crt))?;
+        let key = dir.join(format!("{name}.key"));
+        write_private_file(&key, self.key_pem.as_bytes()).map_err(io_err(&key))
+    }
+}
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// Creates a new CA (10 years) and writes its certificate and key.
+    pub fn create(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "mb certificate authority");
+        params.distinguished_name.push(DnType::OrganizationName, "mb");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(3650);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key)?;
+        if let Some(dir) = cert_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        if let Some(dir) = key_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        std::fs::write(cert_path, cert.pem()).map_err(io_err(cert_path))?;
+        write_private_file(key_path, key.serialize_pem().as_bytes()).map_err(io_err(key_path))?;
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(io_err(cert_path))?;
+        let key_pem = mb_shared::secret::read_private_file(key_path)?;
+        let key = KeyPair::from_pem(&String::from_utf8_lossy(&key_pem))?;
+        Ok(Self {
+            issuer: Issuer::from_ca_cert_pem(&cert_pem, key)?,
+        })
+    }
+
+    /// Issues a certificate for `common_name`, valid `days` days from now.
+    pub fn issue(&self, common_name: &str, profile: Profile<'_>, days: i64) -> Result<Issued, CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        match profile {
+            Profile::Client => {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+            Profile::Service { sans } => {
+                params.distinguished_name.push(DnType::OrganizationalUnitName, SERVICE_OU);
+                params.extended_key_usages =
+                    vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+                params.subject_alt_names = sans
+                    .iter()
+                    .map(|s| match s.parse::<std::net::IpAddr>() {
+                        Ok(ip) => Ok(SanType::IpAddress(ip)),
+                        Err(_) => Ok(SanType::DnsName((*s).try_into()?)),
+                    })
+                    .collect::<Result<_, rcgen::Error>>()?;
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(days);
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            fingerprint: mb_shared::message::ClientId::from_cert_der(cert.der()).0,
+            serial: hex::encode(serial.to_bytes()),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            not_before: params.not_before,
+            not_after: params.not_after,
+        })
+    }
+}
+
+/// A random positive 128-bit serial.
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
+}

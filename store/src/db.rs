@@ -1,0 +1,192 @@
+//! MySQL access: the connection pool, migrations, and the message queries. Every query is
+//! parameterized; batch writes are one multi-row `INSERT … ON DUPLICATE KEY UPDATE`, so a
+//! re-delivered message updates its row instead of adding one.
+
+use mb_shared::internal::{Delivery, Failure, StatusOut};
+use mb_shared::message::{ClientId, MessageId};
+use mysql_async::prelude::*;
+use mysql_async::{Params, Pool, Value};
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// Rows per INSERT statement; keeps statements well under max_allowed_packet.
+const ROWS_PER_STATEMENT: usize = 500;
+
+const COLUMNS: &str = "(message_id, client_id, domain, sender_hash, sender_mask, body_ciphertext, \
+     key_id, status, attempt_count, last_error, submitted_at, queued_at, delivered_at)";
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    pub fn connect(url: &str, pool_max: usize) -> Result<Self, mysql_async::Error> {
+        let opts = mysql_async::Opts::from_url(url)?;
+        let constraints = mysql_async::PoolConstraints::new(1, pool_max.max(1))
+            .expect("1 <= pool_max");
+        let opts = mysql_async::OptsBuilder::from_opts(opts)
+            .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
+            .init(vec!["SET time_zone = '+00:00'"])
+            .stmt_cache_size(64);
+        Ok(Self {
+            pool: Pool::new(opts),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `sql/` that are not applied yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut pool = self.pool.clone();
+        let report = embedded::migrations::runner().run_async(&mut pool).await?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "applied migration");
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pool.clone().disconnect().await;
+    }
+
+    /// Upserts delivered messages. Rows that exist keep their first `delivered_at`.
+    pub async fn upsert_delivered(&self, rows: &[&Delivery]) -> Result<(), mysql_async::Error> {
+        let mut conn = self.pool.get_conn().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO messages {COLUMNS} VALUES {} ON DUPLICATE KEY UPDATE \
+                 status = 'delivered', last_error = NULL, \
+                 attempt_count = GREATEST(attempt_count, VALUES(attempt_count)), \
+                 delivered_at = COALESCE(delivered_at, VALUES(delivered_at))",
+                placeholders(chunk.len(), "'delivered'", "NULL", "UTC_TIMESTAMP(3)")
+            );
+            let mut params = Vec::with_capacity(chunk.len() * 10);
+            for d in chunk {
+                push_row(&mut params, d, None);
+            }
+            conn.exec_drop(sql, Params::Positional(params)).await?;
+        }
+        Ok(())
+    }
+
+    /// Records dead-lettered messages as `failed`, unless a delivery already stored them.
+    pub async fn upsert_failed(&self, rows: &[Failure]) -> Result<(), mysql_async::Error> {
+        let mut conn = self.pool.get_conn().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO messages {COLUMNS} VALUES {} ON DUPLICATE KEY UPDATE \
+                 status = IF(status = 'delivered', status, 'failed'), \
+                 last_error = IF(status = 'delivered', last_error, VALUES(last_error)), \
+                 attempt_count = GREATEST(attempt_count, VALUES(attempt_count))",
+                placeholders(chunk.len(), "'failed'", "?", "NULL")
+            );
+            let mut params = Vec::with_capacity(chunk.len() * 11);
+            for f in chunk {
+                push_row(&mut params, &f.delivery, Some(&f.error));
+            }
+            conn.exec_drop(sql, Params::Positional(params)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn status(
+        &self,
+        id: &MessageId,
+        client: &ClientId,
+    ) -> Result<Option<StatusOut>, mysql_async::Error> {
+        type Row = (String, String, u32, String, Option<String>, String);
+        let row: Option<Row> = self
+            .pool
+            .get_conn()
+            .await?
+            .exec_first(
+                "SELECT client_id, status, attempt_count, \
+                 DATE_FORMAT(queued_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+                 DATE_FORMAT(delivered_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+                 DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ') \
+                 FROM messages WHERE message_id = ? AND client_id = ?",
+                (id.to_string(), client.as_str()),
+            )
+            .await?;
+        Ok(row.map(|(client_id, status, attempt_count, queued_at, delivered_at, updated_at)| StatusOut {
+            message_id: *id,
+            client_id: ClientId(client_id),
+            status,
+            attempt_count,
+            queued_at,
+            delivered_at,
+            updated_at,
+        }))
+    }
+}
+
+/// `(?, …, <status>, ?, <error>, ?, ?, <delivered_at>)` repeated `n` times.
+fn placeholders(n: usize, status: &str, error: &str, delivered_at: &str) -> String {
+    let one = format!("(?, ?, ?, ?, ?, ?, ?, {status}, ?, {error}, ?, ?, {delivered_at})");
+    vec![one; n].join(", ")
+}
+
+/// One row's parameters; `error` is bound only for failed rows (their `last_error` is a `?`).
+fn push_row(params: &mut Vec<Value>, d: &Delivery, error: Option<&str>) {
+    let e = &d.entry;
+    params.push(e.message_id.to_string().into());
+    params.push(e.client_id.as_str().into());
+    params.push(e.domain.as_str().into());
+    params.push(e.sender_hash.as_str().into());
+    params.push(e.sender_mask.as_str().into());
+    params.push(e.body.as_str().into());
+    params.push(mb_shared::crypto::key_id(&e.body).unwrap_or(0).into());
+    params.push(d.attempt.into());
+    if let Some(error) = error {
+        params.push(truncate(error, 512).into());
+    }
+    params.push(e.submitted_at.as_deref().and_then(to_mysql_datetime).into());
+    params.push(to_mysql_datetime(&e.queued_at).unwrap_or_else(|| "1970-01-01 00:00:00".into()).into());
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+/// RFC 3339 → `YYYY-MM-DD HH:MM:SS.mmm` in UTC, for DATETIME(3) columns.
+pub fn to_mysql_datetime(rfc3339: &str) -> Option<String> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = t.to_offset(time::UtcOffset::UTC);
+    Some(format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_rfc3339_to_mysql_utc() {
+        assert_eq!(
+            to_mysql_datetime("2025-10-20T14:34:56.789+02:00").as_deref(),
+            Some("2025-10-20 12:34:56.789")
+        );
+        assert_eq!(to_mysql_datetime("nonsense"), None);
+    }
+
+    #[test]
+    fn placeholder_rows_have_ten_parameters() {
+        let p = placeholders(2, "'delivered'", "NULL", "UTC_TIMESTAMP(3)");
+        assert_eq!(p.matches('?').count(), 20);
+        let p = placeholders(1, "'failed'", "?", "NULL");
+        assert_eq!(p.matches('?').count(), 11);
+    }
+}

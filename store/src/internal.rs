@@ -1,0 +1,139 @@
+//! `/internal/*`: the API deliver workers and ingest call with their service certificates.
+//! Client certificates are refused here, whatever CA signed them.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mb_shared::internal::{
+    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, ItemResult, Outcome, StatusOut,
+};
+use mb_shared::message::{ClientId, MessageId};
+use mb_shared::server::Peer;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The services allowed to call the internal API.
+const INTERNAL_CALLERS: [&str; 3] = ["mb-deliver", "mb-ingest", "mb-portal"];
+/// Longest ciphertext a 1000-character body can produce, with room to spare.
+const MAX_CIPHERTEXT_LEN: usize = 8192;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(DELIVER_PATH, post(deliver))
+        .route(FAILED_PATH, post(failed))
+        .route("/internal/v1/messages/{id}", get(status))
+        .route_layer(middleware::from_fn(require_service))
+}
+
+async fn require_service(req: Request, next: Next) -> Result<Response, ApiError> {
+    let allowed = req
+        .extensions()
+        .get::<Peer>()
+        .and_then(|p| p.as_ref().as_ref().ok())
+        .and_then(|p| p.service_name())
+        .is_some_and(|s| INTERNAL_CALLERS.contains(&s));
+    if !allowed {
+        return Err(ApiError::Forbidden("the internal API is for mb services only".into()));
+    }
+    Ok(next.run(req).await)
+}
+
+async fn deliver(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<DeliverIn>, JsonRejection>,
+) -> Result<Json<DeliverOut>, ApiError> {
+    let Json(batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(batch.messages.len());
+    let mut accepted = Vec::with_capacity(batch.messages.len());
+    for d in &batch.messages {
+        match check(&app, d) {
+            Ok(()) => {
+                accepted.push(d);
+                results.push(ItemResult {
+                    message_id: d.entry.message_id,
+                    outcome: Outcome::Stored,
+                    error: None,
+                });
+            }
+            Err(reason) => {
+                tracing::warn!(message_id = %d.entry.message_id, %reason, "rejected delivery");
+                results.push(ItemResult {
+                    message_id: d.entry.message_id,
+                    outcome: Outcome::Rejected,
+                    error: Some(reason),
+                });
+            }
+        }
+    }
+    if let Err(e) = app.db.upsert_delivered(&accepted).await {
+        app.metrics.db_errors.inc();
+        return Err(e.into());
+    }
+    app.metrics.stored.inc_by(accepted.len() as u64);
+    app.metrics.rejected.inc_by((results.len() - accepted.len()) as u64);
+    app.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(Json(DeliverOut { results }))
+}
+
+/// Why the store cannot keep a delivered message, if it cannot.
+fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
+    let e = &d.entry;
+    if app.domains.get(e.domain.as_str()).is_none() {
+        return Err(format!("domain `{}` is not configured in the store", e.domain));
+    }
+    let key_id = mb_shared::crypto::key_id(&e.body).ok_or("body is not mb ciphertext")?;
+    if !app.keyring.has_key(key_id) {
+        return Err(format!("body is encrypted with key {key_id}, which the store's keyring lacks"));
+    }
+    if e.body.len() > MAX_CIPHERTEXT_LEN {
+        return Err("body ciphertext is too long".into());
+    }
+    let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_hex64(&e.sender_hash) || !is_hex64(e.client_id.as_str()) {
+        return Err("sender_hash and client_id must be 64 hex digits".into());
+    }
+    if mb_shared::message::is_e164(&e.sender_mask) || e.sender_mask.len() > 24 {
+        return Err("sender_mask is not a mask".into());
+    }
+    if crate::db::to_mysql_datetime(&e.queued_at).is_none() {
+        return Err("queued_at is not RFC 3339".into());
+    }
+    Ok(())
+}
+
+async fn failed(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<FailedIn>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    app.db.upsert_failed(&batch.messages).await?;
+    app.metrics.failed.inc_by(batch.messages.len() as u64);
+    for f in &batch.messages {
+        tracing::warn!(message_id = %f.delivery.entry.message_id, attempts = f.delivery.attempt, error = %f.error, "message failed");
+    }
+    Ok(Json(serde_json::json!({"recorded": batch.messages.len()})))
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    client_id: String,
+}
+
+async fn status(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<StatusOut>, ApiError> {
+    let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
+    app.db
+        .status(&id, &ClientId(q.client_id))
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}

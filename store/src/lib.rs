@@ -1,0 +1,92 @@
+//! mb-store: owns MySQL. Serves the internal API that deliver workers write through (batch
+//! idempotent upsert, mark failed, status), runs the schema migrations, and holds the
+//! certificate authority that `mbctl` uses.
+
+pub mod ca;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod internal;
+pub mod mbctl;
+pub mod metrics;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::get;
+use mb_shared::crypto::Keyring;
+use mb_shared::domains::Domains;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Shared state of the store's handlers.
+pub struct AppState {
+    pub db: db::Db,
+    pub keyring: Keyring,
+    pub domains: Domains,
+    pub metrics: metrics::Metrics,
+}
+
+/// Everything `run` needs, loaded and checked before any listener is bound.
+pub struct Service {
+    pub state: Arc<AppState>,
+    pub tls: rustls::ServerConfig,
+    pub registry: prometheus_client::registry::Registry,
+}
+
+impl Service {
+    pub async fn load(cfg: &config::Config) -> anyhow::Result<Self> {
+        let keyring = Keyring::load(&cfg.keyring)?;
+        let domains = Domains::load(&cfg.domains_file)?;
+        let tls = mb_shared::tls::server_config(&cfg.tls, Vec::new())?;
+        let db = db::Db::connect(cfg.mysql_url.expose(), cfg.mysql_pool_max)?;
+        if cfg.migrate_on_start {
+            db.migrate().await?;
+        }
+        let mut registry = prometheus_client::registry::Registry::with_prefix("mb_store");
+        let metrics = metrics::Metrics::register(&mut registry);
+        Ok(Self {
+            state: Arc::new(AppState {
+                db,
+                keyring,
+                domains,
+                metrics,
+            }),
+            tls,
+            registry,
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(internal::router())
+        .with_state(state)
+}
+
+/// Serves the store on an already-bound listener until `shutdown`, then drains and closes the
+/// database pool.
+pub async fn run(
+    service: Service,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut metrics_stop = stop_rx.clone();
+    let metrics = tokio::spawn(mb_shared::telemetry::serve_metrics(
+        metrics_listener,
+        Arc::new(service.registry),
+        async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let tls = Arc::new(ArcSwap::from_pointee(service.tls));
+    let app = router(service.state.clone());
+    tracing::info!(addr = %listener.local_addr()?, "store listening");
+    mb_shared::server::serve_mtls(listener, tls, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = metrics.await;
+    service.state.db.close().await;
+    Ok(())
+}
