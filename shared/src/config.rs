@@ -64,16 +64,28 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     })
 }
 
-/// Expands `${VAR}` and `${VAR:-default}`; returns the name of the first unset variable.
+/// Expands `${VAR}` and `${VAR:-default}` outside comment lines; returns the name of the first
+/// unset variable.
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            expand_line(line, &lookup, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn expand_line(line: &str, lookup: &impl Fn(&str) -> Option<String>, out: &mut String) -> Result<(), String> {
+    let mut rest = line;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
             out.push_str(&rest[start..]);
-            return Ok(out);
+            return Ok(());
         };
         let inner = &after[..end];
         let (name, default) = match inner.split_once(":-") {
@@ -88,7 +100,7 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 /// Serde helper for durations written as `30s`, `500ms`, `2m`, `1h` or a number of seconds.
@@ -146,6 +158,7 @@ mod tests {
         let env = |v: &str| (v == "A").then(|| "1".to_owned());
         assert_eq!(expand_env("x ${A} ${B:-2} y", env).unwrap(), "x 1 2 y");
         assert_eq!(expand_env("${C}", env).unwrap_err(), "C");
+        assert_eq!(expand_env("# see ${C}\na: ${A}\n", env).unwrap(), "# see ${C}\na: 1\n");
     }
 
     #[test]

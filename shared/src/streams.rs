@@ -123,3 +123,19 @@ pub fn marker_value(client_id: &str, queued_at: &str) -> String {
 pub fn parse_marker(value: &str) -> Option<(&str, &str)> {
     value.split_once(' ')
 }
+
+/// A multiplexed, auto-reconnecting connection for non-blocking commands (XADD, XACK,
+/// XAUTOCLAIM, scripts). It connects lazily, so a service starts while Redis is down and
+/// answers "unavailable" until Redis is back; every command has a response timeout.
+pub fn connection_manager(
+    url: &str,
+    response_timeout: std::time::Duration,
+) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(response_timeout))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(std::time::Duration::from_millis(50))
+        .set_max_delay(std::time::Duration::from_millis(1000));
+    redis::aio::ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)
+}

@@ -1,0 +1,214 @@
+//! One batch of stream entries, from a reader or the claimer: deliver to the store, then ack
+//! what it stored; dead-letter what it refused `max_attempts` times; leave everything else
+//! pending for a later retry.
+//!
+//! Order matters for "never lost, never duplicated": XACK happens only after the store
+//! confirmed, and the store's upsert by `message_id` makes a re-delivery after a crash between
+//! the two harmless.
+
+use crate::Ctx;
+use mb_shared::internal::{
+    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, Failure, Outcome,
+};
+use mb_shared::message::{Domain, MessageId, StreamEntry};
+use mb_shared::streams::{self, GROUP};
+use redis::streams::StreamId;
+use std::time::Instant;
+
+/// A stream entry to deliver, with the attempt number it is on.
+pub struct Pending {
+    pub entry_id: String,
+    pub fields: Vec<(String, String)>,
+    pub attempt: u32,
+}
+
+impl Pending {
+    pub fn new(id: &StreamId, attempt: u32) -> Self {
+        let fields = id
+            .map
+            .keys()
+            .filter_map(|k| id.get::<String>(k).map(|v| (k.clone(), v)))
+            .collect();
+        Self {
+            entry_id: id.id.clone(),
+            fields,
+            attempt,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("store unavailable: {0}")]
+    Store(#[from] mb_shared::internal::ClientError),
+    #[error("store answered {got} results for {sent} messages")]
+    StoreReply { sent: usize, got: usize },
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<(), BatchError> {
+    let mut entry_ids = Vec::with_capacity(items.len());
+    let mut messages = Vec::with_capacity(items.len());
+    for p in items {
+        match StreamEntry::from_fields(p.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(entry) => {
+                entry_ids.push(p.entry_id);
+                messages.push(Delivery {
+                    entry,
+                    attempt: p.attempt,
+                });
+            }
+            Err(reason) => dead_letter_malformed(ctx, domain, &p, &reason).await?,
+        }
+    }
+    if messages.is_empty() {
+        return Ok(());
+    }
+    ctx.metrics.batch_size.observe(messages.len() as f64);
+    let request = DeliverIn { messages };
+    let started = Instant::now();
+    let reply: Result<DeliverOut, _> = ctx.store.post(DELIVER_PATH, &request).await;
+    ctx.metrics.store_seconds.observe(started.elapsed().as_secs_f64());
+    let reply = reply.inspect_err(|_| {
+            ctx.metrics.store_errors.inc();
+        })?;
+    let messages = request.messages;
+    if reply.results.len() != messages.len() {
+        ctx.metrics.store_errors.inc();
+        return Err(BatchError::StoreReply {
+            sent: messages.len(),
+            got: reply.results.len(),
+        });
+    }
+
+    let mut stored: Vec<(String, MessageId)> = Vec::with_capacity(messages.len());
+    let mut doomed = Vec::new();
+    for ((entry_id, delivery), result) in entry_ids.into_iter().zip(messages).zip(reply.results) {
+        match result.outcome {
+            Outcome::Stored if result.message_id == delivery.entry.message_id => {
+                stored.push((entry_id, delivery.entry.message_id));
+            }
+            _ => {
+                ctx.metrics.rejected.inc();
+                let error = result.error.unwrap_or_else(|| "store refused the message".into());
+                if delivery.attempt >= ctx.max_attempts {
+                    doomed.push((entry_id, Failure { delivery, error }));
+                } else {
+                    tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
+                        %error, "store refused message; will retry");
+                }
+            }
+        }
+    }
+    ack(ctx, domain, &stored).await?;
+    ctx.metrics.delivered.inc_by(stored.len() as u64);
+    if !doomed.is_empty() {
+        dead_letter(ctx, domain, doomed).await?;
+    }
+    Ok(())
+}
+
+/// `MULTI; XACK; XDEL; DEL queued markers; EXEC` for entries the store confirmed.
+async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Result<(), BatchError> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let key = streams::stream_key(domain);
+    let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    let markers: Vec<String> = stored
+        .iter()
+        .map(|(_, m)| streams::queued_marker_key(domain, m))
+        .collect();
+    let mut con = ctx.ctl.clone();
+    redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(&key)
+        .arg(GROUP)
+        .arg(&ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&key)
+        .arg(&ids)
+        .ignore()
+        .cmd("DEL")
+        .arg(&markers)
+        .ignore()
+        .query_async::<()>(&mut con)
+        .await
+        .inspect_err(|_| {
+            ctx.metrics.redis_errors.inc();
+        })?;
+    Ok(())
+}
+
+/// Records the failures in the store, then moves each entry to the dead-letter stream in one
+/// atomic step. If the store cannot record them, they stay pending and are retried.
+async fn dead_letter(ctx: &Ctx, domain: &Domain, doomed: Vec<(String, Failure)>) -> Result<(), BatchError> {
+    let request = FailedIn {
+        messages: doomed.iter().map(|(_, f)| f.clone()).collect(),
+    };
+    ctx.store
+        .post::<_, serde_json::Value>(FAILED_PATH, &request)
+        .await
+        .inspect_err(|_| {
+            ctx.metrics.store_errors.inc();
+        })?;
+    for (entry_id, failure) in &doomed {
+        let entry = &failure.delivery.entry;
+        let mut fields: Vec<(&str, String)> = entry.to_fields();
+        fields.push(("error", failure.error.clone()));
+        fields.push(("attempts", failure.delivery.attempt.to_string()));
+        fields.push(("failed_at", mb_shared::now_rfc3339()));
+        fields.push(("source_id", entry_id.clone()));
+        let marker = streams::queued_marker_key(domain, &entry.message_id);
+        move_to_dead(ctx, domain, entry_id, &marker, &fields).await?;
+        tracing::warn!(message_id = %entry.message_id, attempts = failure.delivery.attempt,
+            error = %failure.error, "dead-lettered");
+    }
+    Ok(())
+}
+
+/// An entry that is not a valid message at all cannot be stored; it goes straight to the
+/// dead-letter stream with its fields as they were.
+async fn dead_letter_malformed(ctx: &Ctx, domain: &Domain, p: &Pending, reason: &str) -> Result<(), BatchError> {
+    let mut fields: Vec<(&str, String)> = p.fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    fields.push(("error", format!("malformed stream entry: {reason}")));
+    fields.push(("attempts", p.attempt.to_string()));
+    fields.push(("failed_at", mb_shared::now_rfc3339()));
+    fields.push(("source_id", p.entry_id.clone()));
+    let marker = format!("mb:{{{domain}}}:queued:malformed");
+    move_to_dead(ctx, domain, &p.entry_id, &marker, &fields).await?;
+    tracing::warn!(entry_id = %p.entry_id, %reason, "malformed entry dead-lettered");
+    Ok(())
+}
+
+async fn move_to_dead(
+    ctx: &Ctx,
+    domain: &Domain,
+    entry_id: &str,
+    marker: &str,
+    fields: &[(&str, String)],
+) -> Result<(), BatchError> {
+    let mut inv = ctx.dead_script.prepare_invoke();
+    inv.key(streams::stream_key(domain))
+        .key(streams::dead_key(domain))
+        .key(marker)
+        .arg(GROUP)
+        .arg(entry_id);
+    for (k, v) in fields {
+        inv.arg(*k).arg(v);
+    }
+    let mut con = ctx.ctl.clone();
+    let moved: i64 = inv
+        .invoke_async(&mut con)
+        .await
+        .inspect_err(|_| {
+            ctx.metrics.redis_errors.inc();
+        })?;
+    if moved == 1 {
+        ctx.metrics.dead_lettered.inc();
+    }
+    Ok(())
+}

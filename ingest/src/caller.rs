@@ -1,0 +1,67 @@
+//! The authenticated caller of a request: the client certificate's fingerprint and the
+//! configured domain its CN belongs to. Anything else is refused with 403 here, before a
+//! handler runs.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use mb_shared::message::{ClientId, Domain};
+use mb_shared::server::Peer;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: ClientId,
+    pub domain: Domain,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .ok_or_else(|| ApiError::Forbidden("a client certificate is required".into()))?;
+        let peer = peer
+            .as_ref()
+            .as_ref()
+            .map_err(|e| ApiError::Forbidden(format!("client certificate not usable: {e}")))?;
+        if peer.service_name().is_some() {
+            return Err(ApiError::Forbidden("service certificates cannot submit messages".into()));
+        }
+        let domain = app
+            .domains
+            .for_common_name(&peer.common_name)
+            .ok_or_else(|| ApiError::Forbidden("the certificate's CN names no configured domain".into()))?
+            .clone();
+        if let Some(host) = request_host(parts) {
+            if let Some(named) = app.domains.get(host) {
+                if *named != domain {
+                    return Err(ApiError::Forbidden(format!(
+                        "Host names domain `{named}` but the certificate belongs to `{domain}`"
+                    )));
+                }
+            }
+        }
+        Ok(Caller {
+            client_id: peer.client_id.clone(),
+            domain,
+        })
+    }
+}
+
+/// The host the request is addressed to, without a port (HTTP/2 authority or Host header).
+fn request_host(parts: &Parts) -> Option<&str> {
+    let raw = parts.uri.host().or_else(|| {
+        parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    if raw.starts_with('[') {
+        return None;
+    }
+    Some(raw.rsplit_once(':').map_or(raw, |(h, _)| h))
+}

@@ -1,0 +1,88 @@
+//! The ingest API's errors: one match from variant to status code and JSON body. Redis and
+//! store errors are logged with their text and answered generically.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mb_shared::error_body::error_response;
+use mb_shared::message::FieldErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body too large")]
+    TooLarge { limit: usize },
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("idempotency key reused with a different request")]
+    IdempotencyConflict,
+    #[error("stream full")]
+    QueueFull,
+    #[error("redis unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] mb_shared::internal::ClientError),
+}
+
+impl ApiError {
+    /// The one place that maps a variant to its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::QueueFull | ApiError::Redis(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, message, fields) = match self {
+            ApiError::MalformedJson(m) => ("malformed_json", format!("request body is not valid JSON: {m}"), FieldErrors::new()),
+            ApiError::TooLarge { limit } => ("payload_too_large", format!("request body exceeds {limit} bytes"), FieldErrors::new()),
+            ApiError::UnsupportedMediaType => (
+                "unsupported_media_type",
+                "Content-Type must be application/json".to_owned(),
+                [("content-type".to_owned(), "must be application/json".to_owned())].into(),
+            ),
+            ApiError::Validation(fields) => ("validation_failed", "the message is invalid; see fields".to_owned(), fields),
+            ApiError::Forbidden(m) => ("forbidden", m, FieldErrors::new()),
+            ApiError::NotFound => ("not_found", "no such message".to_owned(), FieldErrors::new()),
+            ApiError::IdempotencyConflict => (
+                "idempotency_conflict",
+                "this Idempotency-Key was used for a different message".to_owned(),
+                FieldErrors::new(),
+            ),
+            ApiError::QueueFull => ("queue_full", "the domain's queue is full; retry later".to_owned(), FieldErrors::new()),
+            ApiError::Redis(e) => {
+                tracing::warn!(error = %e, "redis unavailable");
+                (
+                    "queue_unavailable",
+                    "the queue is unavailable; nothing was accepted, retry later".to_owned(),
+                    FieldErrors::new(),
+                )
+            }
+            ApiError::Store(e) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ("store_unavailable", "message status is unavailable; retry later".to_owned(), FieldErrors::new())
+            }
+        };
+        let mut resp = error_response(status, code, message, fields);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

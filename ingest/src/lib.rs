@@ -1,0 +1,112 @@
+//! mb-ingest: the client-facing HTTPS proxy. It authenticates clients by certificate,
+//! validates submissions, encrypts them and enqueues them on their domain's Redis stream.
+
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod messages;
+pub mod metrics;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use mb_shared::crypto::{HmacKey, Keyring};
+use mb_shared::domains::Domains;
+use mb_shared::internal::InternalClient;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct AppState {
+    pub redis: redis::aio::ConnectionManager,
+    pub submit_script: redis::Script,
+    pub store: InternalClient,
+    pub keyring: Keyring,
+    pub hmac: HmacKey,
+    pub domains: Domains,
+    pub metrics: metrics::Metrics,
+    pub max_body_bytes: usize,
+    pub max_stream_len: u64,
+    pub idempotency_ttl_secs: u64,
+}
+
+/// Everything `run` needs, loaded and checked before any listener is bound.
+pub struct Service {
+    pub state: Arc<AppState>,
+    pub tls: rustls::ServerConfig,
+    pub registry: prometheus_client::registry::Registry,
+}
+
+impl Service {
+    pub fn load(cfg: &config::Config) -> anyhow::Result<Self> {
+        let tls = mb_shared::tls::server_config(&cfg.tls, Vec::new())?;
+        let store = InternalClient::new(
+            &cfg.store_url,
+            mb_shared::tls::client_config(&cfg.client_tls)?,
+            cfg.store_timeout,
+        );
+        let mut registry = prometheus_client::registry::Registry::with_prefix("mb_ingest");
+        let metrics = metrics::Metrics::register(&mut registry);
+        let state = AppState {
+            redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
+            submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
+            store,
+            keyring: Keyring::load(&cfg.keyring)?,
+            hmac: HmacKey::load(&cfg.hmac_key)?,
+            domains: Domains::load(&cfg.domains_file)?,
+            metrics,
+            max_body_bytes: cfg.max_body_bytes,
+            max_stream_len: cfg.max_stream_len,
+            idempotency_ttl_secs: cfg.idempotency_ttl.as_secs(),
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            tls,
+            registry,
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .merge(messages::router())
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Ready when Redis answers PING.
+async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    let mut con = app.redis.clone();
+    match redis::cmd("PING").query_async::<String>(&mut con).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
+    }
+}
+
+/// Serves ingest on already-bound listeners until `shutdown`, then drains open requests.
+pub async fn run(
+    service: Service,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut metrics_stop = stop_rx.clone();
+    let metrics = tokio::spawn(mb_shared::telemetry::serve_metrics(
+        metrics_listener,
+        Arc::new(service.registry),
+        async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let tls = Arc::new(ArcSwap::from_pointee(service.tls));
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    mb_shared::server::serve_mtls(listener, tls, router(service.state), shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = metrics.await;
+    Ok(())
+}

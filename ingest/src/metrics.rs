@@ -1,0 +1,32 @@
+//! Ingest's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+pub struct Metrics {
+    pub accepted: Counter,
+    pub responses: Family<StatusLabel, Counter>,
+    pub submit_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            accepted: Counter::default(),
+            responses: Family::default(),
+            submit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        };
+        r.register("messages_accepted", "Messages durably enqueued (202)", m.accepted.clone());
+        r.register("responses", "Submit responses by HTTP status", m.responses.clone());
+        r.register("submit_seconds", "Time to validate, encrypt and enqueue a message", m.submit_seconds.clone());
+        m
+    }
+}

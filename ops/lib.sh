@@ -1,0 +1,101 @@
+# Shared helpers for ops/up, ops/down, ops/test and ops/bench. Source it; do not run it.
+# shellcheck shell=bash
+
+MB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Installs redis-server and mariadb-server with apt when missing (root), or says how.
+ensure_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v mariadb >/dev/null || missing+=(mariadb-client)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing packages; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+  fi
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian's packages start system services; ours run privately, so keep theirs off.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+}
+
+mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() { # host port seconds what
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$4 did not start listening on $1:$2 within $3 s"
+}
+
+# start_redis DIR PORT: a private Redis with redis/redis.conf, data in DIR.
+start_redis() {
+  mkdir -p "$1"
+  redis-server "$MB_ROOT/redis/redis.conf" --port "$2" --dir "$1" --daemonize yes \
+    --pidfile "$1/redis.pid" --logfile "$1/redis.log"
+  wait_port 127.0.0.1 "$2" 20 redis
+}
+
+# start_mariadb DIR PORT: a private MariaDB with data in DIR/data (initialised on first use).
+start_mariadb() {
+  local dir="$1" port="$2" user
+  user="$(id -un)"
+  mkdir -p "$dir"
+  if [ ! -d "$dir/data/mysql" ]; then
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$user" \
+      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 ||
+      { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
+  fi
+  "$(mariadbd_bin)" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+    --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/mysqld.log" \
+    --user="$user" --skip-name-resolve --innodb-buffer-pool-size=256M \
+    --innodb-log-file-size=256M --max-connections=500 --character-set-server=utf8mb4 \
+    >/dev/null 2>&1 &
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [ -S "$dir/mysqld.sock" ] && mariadb --no-defaults -uroot --socket="$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  tail -20 "$dir/mysqld.log" >&2
+  die "mariadb did not start"
+}
+
+# mysql_root DIR SQL: run SQL as root over the socket.
+mysql_root() { mariadb --no-defaults -uroot --socket="$1/mysqld.sock" -e "$2"; }
+
+# stop_pidfile FILE NAME: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_pidfile() {
+  local f="$1" pid i
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$2 did not stop in 30 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+}
+
+random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' ; }
