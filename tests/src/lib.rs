@@ -1,1 +1,121 @@
+//! Test harness for the end-to-end tests in `tests/tests/`: a private Redis per test (random
+//! port, temporary data dir, the project's `redis/redis.conf`), a database of its own per test
+//! on the MariaDB that `ops/test` starts (`MB_TEST_MYSQL_URL`), and the real release binaries
+//! (`mb-store`, `mb-ingest`, `mb-deliver`, `mbctl`) talking real mutual TLS.
+//!
+//! Everything a test starts is stopped and removed in `Drop`.
 
+pub mod client;
+pub mod proc;
+pub mod redis_server;
+pub mod stack;
+pub mod testdb;
+
+pub use client::ApiClient;
+pub use stack::{Stack, StackOptions};
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Directory holding the built binaries: the profile directory this test binary lives in.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("MB_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a built binary; fails with instructions when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built. Run the tests with ops/test, or `cargo build --release --workspace --bins` \
+         before `cargo nextest run --release`.",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0")
+        .port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    eventually(timeout, what, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await
+}
+
+/// Submits `n` distinct messages over `concurrency` connections; returns the ids of the
+/// accepted ones (202) and how many were refused with 503.
+pub async fn submit_many(client: &ApiClient, n: usize, concurrency: usize) -> (Vec<String>, usize) {
+    use futures::StreamExt;
+    let results: Vec<Option<String>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let body = client::message("+14155550100", &format!("load message {i}"));
+                match client.submit(&body).await {
+                    Ok(a) if a.status == 202 => a.json["message_id"].as_str().map(str::to_owned),
+                    Ok(a) => {
+                        assert_eq!(a.status, 503, "unexpected answer {:?}", a.json);
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let refused = results.iter().filter(|r| r.is_none()).count();
+    (results.into_iter().flatten().collect(), refused)
+}
+
+/// Asserts that MySQL holds exactly the `accepted` messages, each once, all delivered.
+pub async fn assert_exactly_once(db: &testdb::TestDb, accepted: &[String]) {
+    let rows: Vec<(String, String)> = db.query("SELECT message_id, status FROM messages").await;
+    let mut ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "duplicate rows in messages");
+    let mut want: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(ids.len(), want.len(), "rows in MySQL vs messages accepted");
+    assert_eq!(ids, want, "the stored messages are not the accepted ones");
+    assert!(rows.iter().all(|(_, s)| s == "delivered"), "every message must be delivered");
+}

@@ -1,0 +1,274 @@
+//! A whole broker for one test: its own Redis, its own database, `mbctl init` in a temporary
+//! home, and mb-store, mb-ingest and any number of mb-deliver processes on random ports.
+//! Retry timings are shortened (retry interval 1 s) so fault tests run in seconds.
+
+use crate::client::ApiClient;
+use crate::proc::Proc;
+use crate::redis_server::RedisServer;
+use crate::testdb::TestDb;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+pub const DOMAIN: &str = "example.com";
+
+#[derive(Clone)]
+pub struct StackOptions {
+    pub retry_interval: &'static str,
+    pub max_attempts: u32,
+    pub start_deliver: bool,
+    pub deliver_concurrency: usize,
+    pub batch_size: usize,
+    /// Give the store a keyring file of its own (a copy taken at start), so a test can make
+    /// the store refuse ciphertext from a key it lacks.
+    pub separate_store_keyring: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            retry_interval: "1s",
+            max_attempts: 5,
+            start_deliver: true,
+            deliver_concurrency: 2,
+            batch_size: 64,
+            separate_store_keyring: false,
+        }
+    }
+}
+
+pub struct Stack {
+    pub opts: StackOptions,
+    pub redis: RedisServer,
+    pub db: TestDb,
+    pub store: Proc,
+    pub ingest: Proc,
+    pub delivers: Vec<Proc>,
+    pub ingest_port: u16,
+    pub store_port: u16,
+    // Dropped last: everything above lives in it.
+    pub home: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(opts: StackOptions) -> Self {
+        let home = tempfile::Builder::new().prefix("mb-e2e-").tempdir().expect("tempdir");
+        let h = home.path().to_path_buf();
+        std::fs::create_dir_all(h.join("logs")).expect("logs dir");
+        let out = run_mbctl(&h, &["init"], &[]);
+        assert!(out.status.success(), "mbctl init failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(
+            h.join("domains.yaml"),
+            format!("domains:\n  - name: {DOMAIN}\n  - name: other.org\n"),
+        )
+        .expect("domains.yaml");
+        if opts.separate_store_keyring {
+            copy_private(&h.join("secrets/keyring.json"), &h.join("secrets/store-keyring.json"));
+        }
+        let redis = RedisServer::start(h.join("redis")).await;
+        let db = TestDb::create().await;
+        let store_port = crate::free_port();
+        let ingest_port = crate::free_port();
+        let store_keyring = if opts.separate_store_keyring { "store-keyring.json" } else { "keyring.json" };
+        write(
+            &h.join("store.yaml"),
+            &format!(
+                "listen: 127.0.0.1:{store_port}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {}\n\
+                 tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
+                 keyring: {h}/secrets/{store_keyring}\ndomains_file: {h}/domains.yaml\n",
+                crate::free_port(),
+                db.url(),
+                h = h.display()
+            ),
+        );
+        write(
+            &h.join("ingest.yaml"),
+            &format!(
+                "listen: 127.0.0.1:{ingest_port}\nmetrics_listen: 127.0.0.1:{}\nredis_url: {}\n\
+                 store_url: https://localhost:{store_port}\n\
+                 tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
+                 client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
+                 keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
+                 redis_timeout: 1s\n",
+                crate::free_port(),
+                redis.url(),
+                h = h.display()
+            ),
+        );
+        let service = |name: &str, bin: &str| {
+            Proc::new(
+                name,
+                crate::binary(bin),
+                vec!["--config".into(), h.join(format!("{name}.yaml")).display().to_string()],
+                h.join(format!("logs/{name}.log")),
+            )
+        };
+        let mut stack = Self {
+            store: service("store", "mb-store"),
+            ingest: service("ingest", "mb-ingest"),
+            delivers: Vec::new(),
+            opts: opts.clone(),
+            redis,
+            db,
+            ingest_port,
+            store_port,
+            home,
+        };
+        stack.start_store().await;
+        stack.ingest.start();
+        crate::wait_for_port(ingest_port, Duration::from_secs(30), "mb-ingest").await;
+        if opts.start_deliver {
+            stack.start_deliver().await;
+        }
+        stack
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub async fn start_store(&mut self) {
+        self.store.start();
+        crate::wait_for_port(self.store_port, Duration::from_secs(60), "mb-store").await;
+    }
+
+    /// Starts one more deliver worker (its own config and metrics port); returns its index.
+    pub async fn start_deliver(&mut self) -> usize {
+        let i = self.delivers.len();
+        let h = self.home().to_path_buf();
+        let metrics_port = crate::free_port();
+        let cfg = h.join(format!("deliver-{i}.yaml"));
+        write(
+            &cfg,
+            &format!(
+                "metrics_listen: 127.0.0.1:{metrics_port}\nredis_url: {}\nstore_url: https://localhost:{}\n\
+                 tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/deliver.crt\n  key: {h}/certs/services/deliver.key\n\
+                 domains_file: {h}/domains.yaml\nbatch_size: {}\nconcurrency: {}\nblock: 200ms\n\
+                 retry_interval: {}\nmax_attempts: {}\nstore_timeout: 800ms\nredis_timeout: 1s\nmax_backoff: 300ms\n\
+                 shutdown_timeout: 10s\n",
+                self.redis.url(),
+                self.store_port,
+                self.opts.batch_size,
+                self.opts.deliver_concurrency,
+                self.opts.retry_interval,
+                self.opts.max_attempts,
+                h = h.display()
+            ),
+        );
+        let mut p = Proc::new(
+            &format!("deliver-{i}"),
+            crate::binary("mb-deliver"),
+            vec!["--config".into(), cfg.display().to_string()],
+            h.join(format!("logs/deliver-{i}.log")),
+        );
+        p.start();
+        crate::wait_for_port(metrics_port, Duration::from_secs(30), "mb-deliver metrics").await;
+        self.delivers.push(p);
+        i
+    }
+
+    /// Runs mbctl against this stack.
+    pub fn mbctl(&self, args: &[&str]) -> Output {
+        run_mbctl(
+            self.home(),
+            args,
+            &[("MB_REDIS_URL", &self.redis.url()), ("MB_MYSQL_URL", &self.db.url())],
+        )
+    }
+
+    /// Issues a client certificate `<name>.<domain>` and returns (cert, key) paths.
+    pub fn issue_client(&self, name: &str, domain: &str) -> (PathBuf, PathBuf) {
+        let dir = self.home().join("clients");
+        let out = self.mbctl(&["cert", "issue", name, "--domain", domain, "--out", &dir.display().to_string()]);
+        assert!(out.status.success(), "cert issue failed: {}", String::from_utf8_lossy(&out.stderr));
+        (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+    }
+
+    pub fn ingest_url(&self) -> String {
+        format!("https://localhost:{}", self.ingest_port)
+    }
+
+    /// An API client with a fresh certificate for `<name>.example.com`.
+    pub fn client(&self, name: &str) -> ApiClient {
+        let (c, k) = self.issue_client(name, DOMAIN);
+        ApiClient::new(&self.ingest_url(), &self.home().join("certs/ca.crt"), Some((&c, &k)))
+    }
+
+    /// The TLS files of one of our services, as that service uses them.
+    pub fn service_tls(&self, service: &str) -> mb_shared::config::TlsFiles {
+        let h = self.home();
+        mb_shared::config::TlsFiles {
+            ca: h.join("certs/ca.crt"),
+            cert: h.join(format!("certs/services/{service}.crt")),
+            key: h.join(format!("certs/services/{service}.key")),
+        }
+    }
+
+    pub fn stream_key(&self) -> String {
+        format!("mb:{{{DOMAIN}}}:messages")
+    }
+
+    pub fn dead_key(&self) -> String {
+        format!("mb:{{{DOMAIN}}}:dead")
+    }
+
+    /// Waits until `n` messages are `delivered` in MySQL.
+    pub async fn wait_delivered(&self, n: u64, timeout: Duration) {
+        let db = &self.db;
+        crate::eventually(timeout, &format!("{n} delivered rows"), || async move {
+            let got = db
+                .count("SELECT COUNT(*) FROM messages WHERE status = 'delivered'")
+                .await;
+            (got >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// (length, pending) of the domain stream.
+    pub async fn stream_state(&self) -> (u64, u64) {
+        let mut con = self.redis.connection().await;
+        let len: u64 = redis::cmd("XLEN").arg(self.stream_key()).query_async(&mut con).await.unwrap_or(0);
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(self.stream_key())
+            .arg("deliver")
+            .query_async(&mut con)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        let pending = match pending {
+            redis::Value::Array(v) => match v.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        (len, pending)
+    }
+
+    /// Everything every service logged so far.
+    pub fn all_logs(&self) -> String {
+        let mut s = self.store.log_text() + &self.ingest.log_text();
+        for d in &self.delivers {
+            s += &d.log_text();
+        }
+        s
+    }
+}
+
+fn run_mbctl(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(crate::binary("mbctl"));
+    cmd.arg("--home").arg(home).args(args);
+    cmd.env_remove("MB_REDIS_URL").env_remove("MB_MYSQL_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run mbctl")
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn copy_private(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).expect("read secret");
+    mb_shared::secret::write_private_file(to, &bytes).expect("write secret");
+}
