@@ -69,10 +69,12 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
     let request = DeliverIn { messages };
     let started = Instant::now();
     let reply: Result<DeliverOut, _> = ctx.store.post(DELIVER_PATH, &request).await;
-    ctx.metrics.store_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .store_seconds
+        .observe(started.elapsed().as_secs_f64());
     let reply = reply.inspect_err(|_| {
-            ctx.metrics.store_errors.inc();
-        })?;
+        ctx.metrics.store_errors.inc();
+    })?;
     let messages = request.messages;
     if reply.results.len() != messages.len() {
         ctx.metrics.store_errors.inc();
@@ -91,7 +93,9 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
             }
             _ => {
                 ctx.metrics.rejected.inc();
-                let error = result.error.unwrap_or_else(|| "store refused the message".into());
+                let error = result
+                    .error
+                    .unwrap_or_else(|| "store refused the message".into());
                 if delivery.attempt >= ctx.max_attempts {
                     doomed.push((entry_id, Failure { delivery, error }));
                 } else {
@@ -145,7 +149,11 @@ async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Resu
 
 /// Records the failures in the store, then moves each entry to the dead-letter stream in one
 /// atomic step. If the store cannot record them, they stay pending and are retried.
-async fn dead_letter(ctx: &Ctx, domain: &Domain, doomed: Vec<(String, Failure)>) -> Result<(), BatchError> {
+async fn dead_letter(
+    ctx: &Ctx,
+    domain: &Domain,
+    doomed: Vec<(String, Failure)>,
+) -> Result<(), BatchError> {
     let request = FailedIn {
         messages: doomed.iter().map(|(_, f)| f.clone()).collect(),
     };
@@ -172,8 +180,17 @@ async fn dead_letter(ctx: &Ctx, domain: &Domain, doomed: Vec<(String, Failure)>)
 
 /// An entry that is not a valid message at all cannot be stored; it goes straight to the
 /// dead-letter stream with its fields as they were.
-async fn dead_letter_malformed(ctx: &Ctx, domain: &Domain, p: &Pending, reason: &str) -> Result<(), BatchError> {
-    let mut fields: Vec<(&str, String)> = p.fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+async fn dead_letter_malformed(
+    ctx: &Ctx,
+    domain: &Domain,
+    p: &Pending,
+    reason: &str,
+) -> Result<(), BatchError> {
+    let mut fields: Vec<(&str, String)> = p
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     fields.push(("error", format!("malformed stream entry: {reason}")));
     fields.push(("attempts", p.attempt.to_string()));
     fields.push(("failed_at", mb_shared::now_rfc3339()));
@@ -201,12 +218,9 @@ async fn move_to_dead(
         inv.arg(*k).arg(v);
     }
     let mut con = ctx.ctl.clone();
-    let moved: i64 = inv
-        .invoke_async(&mut con)
-        .await
-        .inspect_err(|_| {
-            ctx.metrics.redis_errors.inc();
-        })?;
+    let moved: i64 = inv.invoke_async(&mut con).await.inspect_err(|_| {
+        ctx.metrics.redis_errors.inc();
+    })?;
     if moved == 1 {
         ctx.metrics.dead_lettered.inc();
     }

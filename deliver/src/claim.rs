@@ -44,7 +44,9 @@ pub async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>)
         };
         cursor = reply.next_stream_id;
         if !reply.deleted_ids.is_empty() {
-            ctx.metrics.claim_deleted.inc_by(reply.deleted_ids.len() as u64);
+            ctx.metrics
+                .claim_deleted
+                .inc_by(reply.deleted_ids.len() as u64);
             tracing::warn!(%domain, ids = ?reply.deleted_ids,
                 "pending entries were deleted from the stream before delivery");
         }
@@ -87,7 +89,12 @@ async fn delivery_counts(
 ) -> redis::RedisResult<HashMap<String, u32>> {
     let mut pipe = redis::pipe();
     for id in claimed {
-        pipe.cmd("XPENDING").arg(key).arg(GROUP).arg(&id.id).arg(&id.id).arg(1);
+        pipe.cmd("XPENDING")
+            .arg(key)
+            .arg(GROUP)
+            .arg(&id.id)
+            .arg(&id.id)
+            .arg(1);
     }
     let mut con = ctx.ctl.clone();
     let replies: Vec<StreamPendingCountReply> = pipe.query_async(&mut con).await?;

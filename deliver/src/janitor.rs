@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>) {
-    let every = (ctx.remove_idle_consumers_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    let every = (ctx.remove_idle_consumers_after / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(300));
     while !sleep_or_stop(every, &mut stop).await {
         if let Err(e) = sweep(&ctx, &domain).await {
             tracing::debug!(%domain, error = %e, "janitor sweep failed");
@@ -41,7 +42,11 @@ pub async fn remove_self_if_idle(ctx: &Ctx, domain: &Domain) {
     let mut con = ctx.ctl.clone();
     let info: redis::RedisResult<StreamInfoConsumersReply> = con.xinfo_consumers(&key, GROUP).await;
     let Ok(info) = info else { return };
-    if info.consumers.iter().any(|c| c.name == ctx.consumer && c.pending == 0) {
+    if info
+        .consumers
+        .iter()
+        .any(|c| c.name == ctx.consumer && c.pending == 0)
+    {
         let _: redis::RedisResult<i64> = con.xgroup_delconsumer(&key, GROUP, &ctx.consumer).await;
     }
 }

@@ -48,8 +48,13 @@ pub struct Service {
 
 /// A consumer name unique to this process: `host:pid:random`.
 pub fn consumer_name() -> String {
-    let host = hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    let host =
+        hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl Service {
@@ -114,7 +119,9 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("in-flight work did not finish in time; it stays pending and will be retried");
+        tracing::warn!(
+            "in-flight work did not finish in time; it stays pending and will be retried"
+        );
         tasks.abort_all();
     }
     for domain in service.domains.iter() {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 #[command(version)]
 struct Cli {
     /// YAML configuration file.
-    #[arg(long, env = "MB_DELIVER_CONFIG", default_value = "ops/config/deliver.yaml")]
+    #[arg(
+        long,
+        env = "MB_DELIVER_CONFIG",
+        default_value = "ops/config/deliver.yaml"
+    )]
     config: PathBuf,
 }
 

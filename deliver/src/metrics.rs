@@ -29,19 +29,51 @@ impl Metrics {
             store_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         };
-        r.register("messages_delivered", "Messages the store confirmed and that were acked", m.delivered.clone());
-        r.register("messages_rejected", "Delivery attempts the store refused", m.rejected.clone());
-        r.register("messages_dead_lettered", "Messages moved to the dead-letter stream", m.dead_lettered.clone());
-        r.register("messages_claimed", "Pending entries claimed for retry by XAUTOCLAIM", m.claimed.clone());
+        r.register(
+            "messages_delivered",
+            "Messages the store confirmed and that were acked",
+            m.delivered.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Delivery attempts the store refused",
+            m.rejected.clone(),
+        );
+        r.register(
+            "messages_dead_lettered",
+            "Messages moved to the dead-letter stream",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "messages_claimed",
+            "Pending entries claimed for retry by XAUTOCLAIM",
+            m.claimed.clone(),
+        );
         r.register(
             "claim_deleted_entries",
             "Pending entries XAUTOCLAIM reported as deleted from the stream",
             m.claim_deleted.clone(),
         );
-        r.register("store_errors", "Store requests that failed (unreachable, timeout, 5xx)", m.store_errors.clone());
-        r.register("redis_errors", "Redis commands that failed", m.redis_errors.clone());
-        r.register("store_request_seconds", "Duration of one batch request to the store", m.store_seconds.clone());
-        r.register("batch_size", "Entries per delivered batch", m.batch_size.clone());
+        r.register(
+            "store_errors",
+            "Store requests that failed (unreachable, timeout, 5xx)",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Redis commands that failed",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "store_request_seconds",
+            "Duration of one batch request to the store",
+            m.store_seconds.clone(),
+        );
+        r.register(
+            "batch_size",
+            "Entries per delivered batch",
+            m.batch_size.clone(),
+        );
         m
     }
 }

@@ -29,12 +29,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .as_ref()
             .map_err(|e| ApiError::Forbidden(format!("client certificate not usable: {e}")))?;
         if peer.service_name().is_some() {
-            return Err(ApiError::Forbidden("service certificates cannot submit messages".into()));
+            return Err(ApiError::Forbidden(
+                "service certificates cannot submit messages".into(),
+            ));
         }
         let domain = app
             .domains
             .for_common_name(&peer.common_name)
-            .ok_or_else(|| ApiError::Forbidden("the certificate's CN names no configured domain".into()))?
+            .ok_or_else(|| {
+                ApiError::Forbidden("the certificate's CN names no configured domain".into())
+            })?
             .clone();
         if let Some(host) = request_host(parts) {
             if let Some(named) = app.domains.get(host) {

@@ -62,19 +62,39 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: Self = mb_shared::config::load(path)?;
         if !(1024..=1024 * 1024).contains(&cfg.max_body_bytes) {
-            return Err(ConfigError::invalid(path, "max_body_bytes", "must be between 1024 and 1048576"));
+            return Err(ConfigError::invalid(
+                path,
+                "max_body_bytes",
+                "must be between 1024 and 1048576",
+            ));
         }
         if cfg.idempotency_ttl.as_secs() == 0 {
-            return Err(ConfigError::invalid(path, "idempotency_ttl", "must be at least 1s"));
+            return Err(ConfigError::invalid(
+                path,
+                "idempotency_ttl",
+                "must be at least 1s",
+            ));
         }
         if cfg.redis_timeout.is_zero() {
-            return Err(ConfigError::invalid(path, "redis_timeout", "must be positive"));
+            return Err(ConfigError::invalid(
+                path,
+                "redis_timeout",
+                "must be positive",
+            ));
         }
         if !cfg.redis_url.starts_with("redis://") && !cfg.redis_url.starts_with("rediss://") {
-            return Err(ConfigError::invalid(path, "redis_url", "must start with redis:// or rediss://"));
+            return Err(ConfigError::invalid(
+                path,
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
         }
         if !cfg.store_url.starts_with("https://") {
-            return Err(ConfigError::invalid(path, "store_url", "must start with https://"));
+            return Err(ConfigError::invalid(
+                path,
+                "store_url",
+                "must start with https://",
+            ));
         }
         Ok(cfg)
     }

@@ -41,7 +41,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
-            ApiError::QueueFull | ApiError::Redis(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull | ApiError::Redis(_) | ApiError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -50,22 +52,46 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (code, message, fields) = match self {
-            ApiError::MalformedJson(m) => ("malformed_json", format!("request body is not valid JSON: {m}"), FieldErrors::new()),
-            ApiError::TooLarge { limit } => ("payload_too_large", format!("request body exceeds {limit} bytes"), FieldErrors::new()),
+            ApiError::MalformedJson(m) => (
+                "malformed_json",
+                format!("request body is not valid JSON: {m}"),
+                FieldErrors::new(),
+            ),
+            ApiError::TooLarge { limit } => (
+                "payload_too_large",
+                format!("request body exceeds {limit} bytes"),
+                FieldErrors::new(),
+            ),
             ApiError::UnsupportedMediaType => (
                 "unsupported_media_type",
                 "Content-Type must be application/json".to_owned(),
-                [("content-type".to_owned(), "must be application/json".to_owned())].into(),
+                [(
+                    "content-type".to_owned(),
+                    "must be application/json".to_owned(),
+                )]
+                .into(),
             ),
-            ApiError::Validation(fields) => ("validation_failed", "the message is invalid; see fields".to_owned(), fields),
+            ApiError::Validation(fields) => (
+                "validation_failed",
+                "the message is invalid; see fields".to_owned(),
+                fields,
+            ),
             ApiError::Forbidden(m) => ("forbidden", m, FieldErrors::new()),
-            ApiError::NotFound => ("not_found", "no such message".to_owned(), FieldErrors::new()),
+            ApiError::NotFound => (
+                "not_found",
+                "no such message".to_owned(),
+                FieldErrors::new(),
+            ),
             ApiError::IdempotencyConflict => (
                 "idempotency_conflict",
                 "this Idempotency-Key was used for a different message".to_owned(),
                 FieldErrors::new(),
             ),
-            ApiError::QueueFull => ("queue_full", "the domain's queue is full; retry later".to_owned(), FieldErrors::new()),
+            ApiError::QueueFull => (
+                "queue_full",
+                "the domain's queue is full; retry later".to_owned(),
+                FieldErrors::new(),
+            ),
             ApiError::Redis(e) => {
                 tracing::warn!(error = %e, "redis unavailable");
                 (
@@ -76,12 +102,17 @@ impl IntoResponse for ApiError {
             }
             ApiError::Store(e) => {
                 tracing::warn!(error = %e, "store unavailable");
-                ("store_unavailable", "message status is unavailable; retry later".to_owned(), FieldErrors::new())
+                (
+                    "store_unavailable",
+                    "message status is unavailable; retry later".to_owned(),
+                    FieldErrors::new(),
+                )
             }
         };
         let mut resp = error_response(status, code, message, fields);
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 #[command(version)]
 struct Cli {
     /// YAML configuration file.
-    #[arg(long, env = "MB_INGEST_CONFIG", default_value = "ops/config/ingest.yaml")]
+    #[arg(
+        long,
+        env = "MB_INGEST_CONFIG",
+        default_value = "ops/config/ingest.yaml"
+    )]
     config: PathBuf,
 }
 
@@ -19,5 +23,11 @@ async fn main() -> anyhow::Result<()> {
     let service = mb_ingest::Service::load(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let metrics = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
-    mb_ingest::run(service, listener, metrics, mb_shared::telemetry::shutdown_signal()).await
+    mb_ingest::run(
+        service,
+        listener,
+        metrics,
+        mb_shared::telemetry::shutdown_signal(),
+    )
+    .await
 }

@@ -49,7 +49,9 @@ async fn submit(
         .responses
         .get_or_create(&crate::metrics::StatusLabel { status })
         .inc();
-    app.metrics.submit_seconds.observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .submit_seconds
+        .observe(started.elapsed().as_secs_f64());
     result.map(|out| (StatusCode::ACCEPTED, Json(out)))
 }
 
@@ -85,9 +87,10 @@ async fn enqueue(
         submitted_at: msg.timestamp.clone(),
         sender_hash: app.hmac.sender_hash(&msg.sender_number),
         sender_mask: mask_sender(&msg.sender_number),
-        body: app
-            .keyring
-            .encrypt(message_id.to_string().as_bytes(), msg.message_body.as_bytes()),
+        body: app.keyring.encrypt(
+            message_id.to_string().as_bytes(),
+            msg.message_body.as_bytes(),
+        ),
     };
     let fingerprint = app.hmac.hex(&[
         b"request",
@@ -102,13 +105,20 @@ async fn enqueue(
         .key(streams::queued_marker_key(&caller.domain, &message_id));
     if let Some(k) = &idempotency_key {
         let hashed = app.hmac.hex(&[b"idempotency-key", k.as_bytes()]);
-        inv.key(streams::idempotency_key(&caller.domain, caller.client_id.as_str(), &hashed));
+        inv.key(streams::idempotency_key(
+            &caller.domain,
+            caller.client_id.as_str(),
+            &hashed,
+        ));
     }
     inv.arg(app.max_stream_len)
         .arg(streams::MARKER_TTL_SECS)
         .arg(app.idempotency_ttl_secs)
         .arg(format!("{fingerprint} {message_id} {}", entry.queued_at))
-        .arg(streams::marker_value(caller.client_id.as_str(), &entry.queued_at));
+        .arg(streams::marker_value(
+            caller.client_id.as_str(),
+            &entry.queued_at,
+        ));
     for (k, v) in entry.to_fields() {
         inv.arg(k).arg(v);
     }

@@ -24,9 +24,21 @@ impl Metrics {
             responses: Family::default(),
             submit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
-        r.register("messages_accepted", "Messages durably enqueued (202)", m.accepted.clone());
-        r.register("responses", "Submit responses by HTTP status", m.responses.clone());
-        r.register("submit_seconds", "Time to validate, encrypt and enqueue a message", m.submit_seconds.clone());
+        r.register(
+            "messages_accepted",
+            "Messages durably enqueued (202)",
+            m.accepted.clone(),
+        );
+        r.register(
+            "responses",
+            "Submit responses by HTTP status",
+            m.responses.clone(),
+        );
+        r.register(
+            "submit_seconds",
+            "Time to validate, encrypt and enqueue a message",
+            m.submit_seconds.clone(),
+        );
         m
     }
 }

@@ -43,10 +43,11 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let text = expand_env(&raw, |v| std::env::var(v).ok()).map_err(|var| ConfigError::MissingEnv {
-        path: path.to_owned(),
-        var,
-    })?;
+    let text =
+        expand_env(&raw, |v| std::env::var(v).ok()).map_err(|var| ConfigError::MissingEnv {
+            path: path.to_owned(),
+            var,
+        })?;
     parse(path, &text)
 }
 
@@ -55,7 +56,11 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_owned() } else { key };
+        let key = if key == "." {
+            "(top level)".to_owned()
+        } else {
+            key
+        };
         ConfigError::Invalid {
             path: path.to_owned(),
             key,
@@ -78,7 +83,11 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     Ok(out)
 }
 
-fn expand_line(line: &str, lookup: &impl Fn(&str) -> Option<String>, out: &mut String) -> Result<(), String> {
+fn expand_line(
+    line: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), String> {
     let mut rest = line;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -125,7 +134,9 @@ pub mod duration {
 /// Parses `250ms`, `30s`, `5m`, `24h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
@@ -158,7 +169,10 @@ mod tests {
         let env = |v: &str| (v == "A").then(|| "1".to_owned());
         assert_eq!(expand_env("x ${A} ${B:-2} y", env).unwrap(), "x 1 2 y");
         assert_eq!(expand_env("${C}", env).unwrap_err(), "C");
-        assert_eq!(expand_env("# see ${C}\na: ${A}\n", env).unwrap(), "# see ${C}\na: 1\n");
+        assert_eq!(
+            expand_env("# see ${C}\na: ${A}\n", env).unwrap(),
+            "# see ${C}\na: 1\n"
+        );
     }
 
     #[test]
@@ -187,7 +201,8 @@ mod tests {
     fn invalid_value_names_the_key() {
         let err = parse::<Outer>(Path::new("x.yaml"), "inner:\n  size: big\n").unwrap_err();
         assert!(err.to_string().contains("inner.size"), "{err}");
-        let err = parse::<Outer>(Path::new("x.yaml"), "inner:\n  size: 1\n  colour: red\n").unwrap_err();
+        let err =
+            parse::<Outer>(Path::new("x.yaml"), "inner:\n  size: 1\n  colour: red\n").unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
     }
 }

@@ -120,7 +120,13 @@ impl Keyring {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let nonce = aes_gcm_siv::Nonce::from(nonce_bytes);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM-SIV encryption of a <4 GiB buffer cannot fail");
         let mut buf = Vec::with_capacity(NONCE_LEN + ct.len());
         buf.extend_from_slice(&nonce_bytes);
@@ -224,13 +230,19 @@ mod tests {
         assert!(ct.starts_with("k1:"));
         assert!(!ct.contains("héllo"));
         assert_eq!(k1.decrypt(b"m1", &ct).unwrap(), "héllo".as_bytes());
-        assert!(matches!(k1.decrypt(b"m2", &ct), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            k1.decrypt(b"m2", &ct),
+            Err(CryptoError::Authentication)
+        ));
 
         assert_eq!(Keyring::add_key_to_file(&path).unwrap(), 2);
         let k2 = Keyring::load(&path).unwrap();
         assert!(k2.encrypt(b"m", b"x").starts_with("k2:"));
         assert_eq!(k2.decrypt(b"m1", &ct).unwrap(), "héllo".as_bytes());
-        assert!(matches!(k1.decrypt(b"m", &k2.encrypt(b"m", b"x")), Err(CryptoError::UnknownKey(2))));
+        assert!(matches!(
+            k1.decrypt(b"m", &k2.encrypt(b"m", b"x")),
+            Err(CryptoError::UnknownKey(2))
+        ));
     }
 
     #[test]

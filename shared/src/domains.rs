@@ -24,8 +24,9 @@ pub struct Domains {
 impl Domains {
     pub fn load(path: &Path) -> Result<Self, crate::config::ConfigError> {
         let file: DomainsFile = crate::config::load(path)?;
-        Self::from_names(file.domains.into_iter().map(|d| d.name))
-            .map_err(|(i, m)| crate::config::ConfigError::invalid(path, &format!("domains[{i}].name"), m))
+        Self::from_names(file.domains.into_iter().map(|d| d.name)).map_err(|(i, m)| {
+            crate::config::ConfigError::invalid(path, &format!("domains[{i}].name"), m)
+        })
     }
 
     /// Builds the set; returns the index and reason of the first invalid name.
@@ -50,7 +51,9 @@ impl Domains {
 
     pub fn get(&self, name: &str) -> Option<&Domain> {
         let name = name.trim_end_matches('.');
-        self.names.iter().find(|d| d.as_str().eq_ignore_ascii_case(name))
+        self.names
+            .iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(name))
     }
 
     /// The configured domain a certificate CN `<client>.<domain>` belongs to: the longest
@@ -75,8 +78,14 @@ mod tests {
     #[test]
     fn cn_maps_to_longest_configured_domain() {
         let d = Domains::from_names(["example.com".into(), "eu.example.com".into()]).unwrap();
-        assert_eq!(d.for_common_name("demo.example.com").unwrap().as_str(), "example.com");
-        assert_eq!(d.for_common_name("a.eu.example.com").unwrap().as_str(), "eu.example.com");
+        assert_eq!(
+            d.for_common_name("demo.example.com").unwrap().as_str(),
+            "example.com"
+        );
+        assert_eq!(
+            d.for_common_name("a.eu.example.com").unwrap().as_str(),
+            "eu.example.com"
+        );
         assert!(d.for_common_name("example.com").is_none());
         assert!(d.for_common_name("demo.badexample.com").is_none());
         assert!(d.for_common_name("demo.other.org").is_none());

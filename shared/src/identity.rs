@@ -39,7 +39,10 @@ impl PeerIdentity {
             client_id: ClientId::from_cert_der(der),
             common_name,
             org_unit,
-            serial: cert.raw_serial_as_string().replace(':', "").to_ascii_lowercase(),
+            serial: cert
+                .raw_serial_as_string()
+                .replace(':', "")
+                .to_ascii_lowercase(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }

@@ -7,15 +7,14 @@
 //! * `GET /internal/v1/messages/{id}?client_id=…` — [`StatusOut`] or 404.
 
 use crate::message::{ClientId, MessageId, StreamEntry};
-use http_body_util::Full;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::time::Duration;
-
 
 pub const DELIVER_PATH: &str = "/internal/v1/deliver";
 pub const FAILED_PATH: &str = "/internal/v1/failed";
@@ -132,7 +131,11 @@ impl InternalClient {
         }
     }
 
-    pub async fn post<I: Serialize, O: DeserializeOwned>(&self, path: &str, body: &I) -> Result<O, ClientError> {
+    pub async fn post<I: Serialize, O: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &I,
+    ) -> Result<O, ClientError> {
         let json = serde_json::to_vec(body).map_err(|source| ClientError::Json {
             path: path.to_owned(),
             source,
@@ -157,10 +160,14 @@ impl InternalClient {
             .body(body)
             .expect("request parts are valid");
         let fut = async {
-            let resp = self.client.request(req).await.map_err(|source| ClientError::Transport {
-                path: path.to_owned(),
-                source,
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|source| ClientError::Transport {
+                    path: path.to_owned(),
+                    source,
+                })?;
             let status = resp.status();
             let bytes = resp
                 .into_body()

@@ -75,7 +75,9 @@ impl Domain {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if ok {
             Ok(Self(s))
@@ -274,7 +276,11 @@ impl StreamEntry {
         for (k, v) in fields {
             m.insert(k, v);
         }
-        let get = |k: &str| m.get(k).copied().ok_or_else(|| format!("missing field `{k}`"));
+        let get = |k: &str| {
+            m.get(k)
+                .copied()
+                .ok_or_else(|| format!("missing field `{k}`"))
+        };
         Ok(Self {
             message_id: MessageId::parse(get("message_id")?)
                 .ok_or_else(|| "invalid field `message_id`".to_owned())?,
@@ -323,7 +329,13 @@ mod tests {
         let keys: Vec<_> = errs.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["extra", "message_body", "metadata.colour", "metadata.timestamp", "sender_number"]
+            [
+                "extra",
+                "message_body",
+                "metadata.colour",
+                "metadata.timestamp",
+                "sender_number"
+            ]
         );
     }
 

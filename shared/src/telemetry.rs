@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("MB_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -33,15 +35,22 @@ pub async fn serve_metrics(
         let mut out = String::new();
         match prometheus_client::encoding::text::encode(&mut out, &registry) {
             Ok(()) => (
-                [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                [(
+                    CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
                 out,
             )
                 .into_response(),
             Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
-    let app = Router::new().route("/metrics", get(metrics)).with_state(registry);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(registry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -4,8 +4,8 @@
 use mb_shared::identity::SERVICE_OU;
 use mb_shared::secret::write_private_file;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::path::Path;
 use time::{Duration, OffsetDateTime};
@@ -15,7 +15,10 @@ pub enum CaError {
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Secret(#[from] mb_shared::secret::SecretError),
 }
@@ -66,8 +69,12 @@ impl Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "mb certificate authority");
-        params.distinguished_name.push(DnType::OrganizationName, "mb");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mb certificate authority");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "mb");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -102,20 +109,31 @@ impl Ca {
     }
 
     /// Issues a certificate for `common_name`, valid `days` days from now.
-    pub fn issue(&self, common_name: &str, profile: Profile<'_>, days: i64) -> Result<Issued, CaError> {
+    pub fn issue(
+        &self,
+        common_name: &str,
+        profile: Profile<'_>,
+        days: i64,
+    ) -> Result<Issued, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         match profile {
             Profile::Client => {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
             Profile::Service { sans } => {
-                params.distinguished_name.push(DnType::OrganizationalUnitName, SERVICE_OU);
-                params.extended_key_usages =
-                    vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationalUnitName, SERVICE_OU);
+                params.extended_key_usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
                 params.subject_alt_names = sans
                     .iter()
                     .map(|s| match s.parse::<std::net::IpAddr>() {

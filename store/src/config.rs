@@ -42,10 +42,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: Self = mb_shared::config::load(path)?;
         if !cfg.mysql_url.expose().starts_with("mysql://") {
-            return Err(ConfigError::invalid(path, "mysql_url", "must start with mysql://"));
+            return Err(ConfigError::invalid(
+                path,
+                "mysql_url",
+                "must start with mysql://",
+            ));
         }
         if cfg.mysql_pool_max == 0 {
-            return Err(ConfigError::invalid(path, "mysql_pool_max", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                path,
+                "mysql_pool_max",
+                "must be at least 1",
+            ));
         }
         Ok(cfg)
     }

@@ -25,8 +25,8 @@ pub struct Db {
 impl Db {
     pub fn connect(url: &str, pool_max: usize) -> Result<Self, mysql_async::Error> {
         let opts = mysql_async::Opts::from_url(url)?;
-        let constraints = mysql_async::PoolConstraints::new(1, pool_max.max(1))
-            .expect("1 <= pool_max");
+        let constraints =
+            mysql_async::PoolConstraints::new(1, pool_max.max(1)).expect("1 <= pool_max");
         let opts = mysql_async::OptsBuilder::from_opts(opts)
             .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
             .init(vec!["SET time_zone = '+00:00'"])
@@ -113,15 +113,17 @@ impl Db {
                 (id.to_string(), client.as_str()),
             )
             .await?;
-        Ok(row.map(|(client_id, status, attempt_count, queued_at, delivered_at, updated_at)| StatusOut {
-            message_id: *id,
-            client_id: ClientId(client_id),
-            status,
-            attempt_count,
-            queued_at,
-            delivered_at,
-            updated_at,
-        }))
+        Ok(row.map(
+            |(client_id, status, attempt_count, queued_at, delivered_at, updated_at)| StatusOut {
+                message_id: *id,
+                client_id: ClientId(client_id),
+                status,
+                attempt_count,
+                queued_at,
+                delivered_at,
+                updated_at,
+            },
+        ))
     }
 }
 
@@ -146,7 +148,11 @@ fn push_row(params: &mut Vec<Value>, d: &Delivery, error: Option<&str>) {
         params.push(truncate(error, 512).into());
     }
     params.push(e.submitted_at.as_deref().and_then(to_mysql_datetime).into());
-    params.push(to_mysql_datetime(&e.queued_at).unwrap_or_else(|| "1970-01-01 00:00:00".into()).into());
+    params.push(
+        to_mysql_datetime(&e.queued_at)
+            .unwrap_or_else(|| "1970-01-01 00:00:00".into())
+            .into(),
+    );
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -155,7 +161,8 @@ fn truncate(s: &str, max_chars: usize) -> String {
 
 /// RFC 3339 → `YYYY-MM-DD HH:MM:SS.mmm` in UTC, for DATETIME(3) columns.
 pub fn to_mysql_datetime(rfc3339: &str) -> Option<String> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
     let t = t.to_offset(time::UtcOffset::UTC);
     Some(format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",

@@ -20,9 +20,21 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Forbidden(m) => error_response(StatusCode::FORBIDDEN, "forbidden", m, Default::default()),
-            ApiError::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", "no such message", Default::default()),
-            ApiError::BadRequest(m) => error_response(StatusCode::BAD_REQUEST, "bad_request", m, Default::default()),
+            ApiError::Forbidden(m) => {
+                error_response(StatusCode::FORBIDDEN, "forbidden", m, Default::default())
+            }
+            ApiError::NotFound => error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such message",
+                Default::default(),
+            ),
+            ApiError::BadRequest(m) => error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                m,
+                Default::default(),
+            ),
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 error_response(

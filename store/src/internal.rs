@@ -10,7 +10,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_shared::internal::{
-    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, ItemResult, Outcome, StatusOut,
+    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, ItemResult, Outcome,
+    StatusOut,
 };
 use mb_shared::message::{ClientId, MessageId};
 use mb_shared::server::Peer;
@@ -38,7 +39,9 @@ async fn require_service(req: Request, next: Next) -> Result<Response, ApiError>
         .and_then(|p| p.service_name())
         .is_some_and(|s| INTERNAL_CALLERS.contains(&s));
     if !allowed {
-        return Err(ApiError::Forbidden("the internal API is for mb services only".into()));
+        return Err(ApiError::Forbidden(
+            "the internal API is for mb services only".into(),
+        ));
     }
     Ok(next.run(req).await)
 }
@@ -76,8 +79,12 @@ async fn deliver(
         return Err(e.into());
     }
     app.metrics.stored.inc_by(accepted.len() as u64);
-    app.metrics.rejected.inc_by((results.len() - accepted.len()) as u64);
-    app.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .rejected
+        .inc_by((results.len() - accepted.len()) as u64);
+    app.metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(Json(DeliverOut { results }))
 }
 
@@ -85,11 +92,16 @@ async fn deliver(
 fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
     let e = &d.entry;
     if app.domains.get(e.domain.as_str()).is_none() {
-        return Err(format!("domain `{}` is not configured in the store", e.domain));
+        return Err(format!(
+            "domain `{}` is not configured in the store",
+            e.domain
+        ));
     }
     let key_id = mb_shared::crypto::key_id(&e.body).ok_or("body is not mb ciphertext")?;
     if !app.keyring.has_key(key_id) {
-        return Err(format!("body is encrypted with key {key_id}, which the store's keyring lacks"));
+        return Err(format!(
+            "body is encrypted with key {key_id}, which the store's keyring lacks"
+        ));
     }
     if e.body.len() > MAX_CIPHERTEXT_LEN {
         return Err("body ciphertext is too long".into());

@@ -19,5 +19,11 @@ async fn main() -> anyhow::Result<()> {
     let service = mb_store::Service::load(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let metrics = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
-    mb_store::run(service, listener, metrics, mb_shared::telemetry::shutdown_signal()).await
+    mb_store::run(
+        service,
+        listener,
+        metrics,
+        mb_shared::telemetry::shutdown_signal(),
+    )
+    .await
 }

@@ -21,10 +21,26 @@ impl Metrics {
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             db_errors: Counter::default(),
         };
-        r.register("messages_stored", "Messages upserted as delivered", m.stored.clone());
-        r.register("messages_rejected", "Delivered messages refused (bad domain, unknown key, malformed)", m.rejected.clone());
-        r.register("messages_failed", "Messages recorded as failed (dead-lettered)", m.failed.clone());
-        r.register("batch_write_seconds", "Time to write one delivered batch", m.batch_seconds.clone());
+        r.register(
+            "messages_stored",
+            "Messages upserted as delivered",
+            m.stored.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Delivered messages refused (bad domain, unknown key, malformed)",
+            m.rejected.clone(),
+        );
+        r.register(
+            "messages_failed",
+            "Messages recorded as failed (dead-lettered)",
+            m.failed.clone(),
+        );
+        r.register(
+            "batch_write_seconds",
+            "Time to write one delivered batch",
+            m.batch_seconds.clone(),
+        );
         r.register("db_errors", "Database errors", m.db_errors.clone());
         m
     }

@@ -61,15 +61,28 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<Answer, String> {
-        let mut req = Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let req = req
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok(Answer {
             status,
             headers,
@@ -79,11 +92,13 @@ impl ApiClient {
 
     /// POST /api/v1/messages with a JSON body.
     pub async fn submit(&self, body: &serde_json::Value) -> Result<Answer, String> {
-        self.submit_raw(&body.to_string(), &[("content-type", "application/json")]).await
+        self.submit_raw(&body.to_string(), &[("content-type", "application/json")])
+            .await
     }
 
     pub async fn submit_raw(&self, body: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
-        self.request(Method::POST, "/api/v1/messages", headers, body.to_owned()).await
+        self.request(Method::POST, "/api/v1/messages", headers, body.to_owned())
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, String> {

@@ -44,7 +44,10 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -66,7 +69,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -74,7 +80,10 @@ where
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn wait_for_port(port: u16, timeout: Duration, what: &str) {
     eventually(timeout, what, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await
 }
@@ -117,5 +126,8 @@ pub async fn assert_exactly_once(db: &testdb::TestDb, accepted: &[String]) {
     want.sort_unstable();
     assert_eq!(ids.len(), want.len(), "rows in MySQL vs messages accepted");
     assert_eq!(ids, want, "the stored messages are not the accepted ones");
-    assert!(rows.iter().all(|(_, s)| s == "delivered"), "every message must be delivered");
+    assert!(
+        rows.iter().all(|(_, s)| s == "delivered"),
+        "every message must be delivered"
+    );
 }

@@ -48,7 +48,10 @@ impl RedisServer {
             let client = client.clone();
             async move {
                 let mut con = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut con).await.ok()
+                redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .ok()
             }
         })
         .await;
@@ -96,5 +99,7 @@ pub fn which(name: &str) -> PathBuf {
         .chain(["/usr/sbin", "/usr/bin"])
         .map(|d| PathBuf::from(d).join(name))
         .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found: run the tests with ops/test, which installs it"))
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run the tests with ops/test, which installs it")
+        })
 }

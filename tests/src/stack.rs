@@ -52,24 +52,38 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(opts: StackOptions) -> Self {
-        let home = tempfile::Builder::new().prefix("mb-e2e-").tempdir().expect("tempdir");
+        let home = tempfile::Builder::new()
+            .prefix("mb-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let h = home.path().to_path_buf();
         std::fs::create_dir_all(h.join("logs")).expect("logs dir");
         let out = run_mbctl(&h, &["init"], &[]);
-        assert!(out.status.success(), "mbctl init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mbctl init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::write(
             h.join("domains.yaml"),
             format!("domains:\n  - name: {DOMAIN}\n  - name: other.org\n"),
         )
         .expect("domains.yaml");
         if opts.separate_store_keyring {
-            copy_private(&h.join("secrets/keyring.json"), &h.join("secrets/store-keyring.json"));
+            copy_private(
+                &h.join("secrets/keyring.json"),
+                &h.join("secrets/store-keyring.json"),
+            );
         }
         let redis = RedisServer::start(h.join("redis")).await;
         let db = TestDb::create().await;
         let store_port = crate::free_port();
         let ingest_port = crate::free_port();
-        let store_keyring = if opts.separate_store_keyring { "store-keyring.json" } else { "keyring.json" };
+        let store_keyring = if opts.separate_store_keyring {
+            "store-keyring.json"
+        } else {
+            "keyring.json"
+        };
         write(
             &h.join("store.yaml"),
             &format!(
@@ -99,7 +113,10 @@ impl Stack {
             Proc::new(
                 name,
                 crate::binary(bin),
-                vec!["--config".into(), h.join(format!("{name}.yaml")).display().to_string()],
+                vec![
+                    "--config".into(),
+                    h.join(format!("{name}.yaml")).display().to_string(),
+                ],
                 h.join(format!("logs/{name}.log")),
             )
         };
@@ -172,16 +189,34 @@ impl Stack {
         run_mbctl(
             self.home(),
             args,
-            &[("MB_REDIS_URL", &self.redis.url()), ("MB_MYSQL_URL", &self.db.url())],
+            &[
+                ("MB_REDIS_URL", &self.redis.url()),
+                ("MB_MYSQL_URL", &self.db.url()),
+            ],
         )
     }
 
     /// Issues a client certificate `<name>.<domain>` and returns (cert, key) paths.
     pub fn issue_client(&self, name: &str, domain: &str) -> (PathBuf, PathBuf) {
         let dir = self.home().join("clients");
-        let out = self.mbctl(&["cert", "issue", name, "--domain", domain, "--out", &dir.display().to_string()]);
-        assert!(out.status.success(), "cert issue failed: {}", String::from_utf8_lossy(&out.stderr));
-        (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+        let out = self.mbctl(&[
+            "cert",
+            "issue",
+            name,
+            "--domain",
+            domain,
+            "--out",
+            &dir.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "cert issue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        )
     }
 
     pub fn ingest_url(&self) -> String {
@@ -191,7 +226,11 @@ impl Stack {
     /// An API client with a fresh certificate for `<name>.example.com`.
     pub fn client(&self, name: &str) -> ApiClient {
         let (c, k) = self.issue_client(name, DOMAIN);
-        ApiClient::new(&self.ingest_url(), &self.home().join("certs/ca.crt"), Some((&c, &k)))
+        ApiClient::new(
+            &self.ingest_url(),
+            &self.home().join("certs/ca.crt"),
+            Some((&c, &k)),
+        )
     }
 
     /// The TLS files of one of our services, as that service uses them.
@@ -227,7 +266,11 @@ impl Stack {
     /// (length, pending) of the domain stream.
     pub async fn stream_state(&self) -> (u64, u64) {
         let mut con = self.redis.connection().await;
-        let len: u64 = redis::cmd("XLEN").arg(self.stream_key()).query_async(&mut con).await.unwrap_or(0);
+        let len: u64 = redis::cmd("XLEN")
+            .arg(self.stream_key())
+            .query_async(&mut con)
+            .await
+            .unwrap_or(0);
         let pending: redis::Value = redis::cmd("XPENDING")
             .arg(self.stream_key())
             .arg("deliver")

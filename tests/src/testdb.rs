@@ -40,7 +40,13 @@ impl TestDb {
     }
 
     pub async fn query<T: FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
-        self.pool.get_conn().await.expect("db conn").query(sql).await.expect(sql)
+        self.pool
+            .get_conn()
+            .await
+            .expect("db conn")
+            .query(sql)
+            .await
+            .expect(sql)
     }
 
     pub async fn count(&self, sql: &str) -> u64 {
@@ -54,12 +60,16 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop cannot await; a short-lived runtime on its own thread drops the database.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     let pool = mysql_async::Pool::new(url.as_str());
                     if let Ok(mut c) = pool.get_conn().await {
-                        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
+                        let _ = c
+                            .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                            .await;
                     }
                     let _ = pool.disconnect().await;
                 });

@@ -33,7 +33,10 @@ async fn submitted_message_is_stored_once_encrypted_with_one_attempt() {
     assert!(!hash.contains("4155550123") && !ciphertext.contains("station"));
     // The ciphertext is the real body: the keyring opens it, bound to this message id.
     let keyring = Keyring::load(&stack.home().join("secrets/keyring.json")).unwrap();
-    assert_eq!(keyring.decrypt(id.as_bytes(), ciphertext).unwrap(), body.as_bytes());
+    assert_eq!(
+        keyring.decrypt(id.as_bytes(), ciphertext).unwrap(),
+        body.as_bytes()
+    );
 
     let st = alice.get(&format!("/api/v1/messages/{id}")).await.unwrap();
     assert_eq!(st.status, 200, "{:?}", st.json);
@@ -42,11 +45,18 @@ async fn submitted_message_is_stored_once_encrypted_with_one_attempt() {
     let bob = stack.client("bob");
     let other = bob.get(&format!("/api/v1/messages/{id}")).await.unwrap();
     assert_eq!(other.status, 404, "another client must not see the message");
-    assert_eq!(stack.stream_state().await, (0, 0), "delivered entries are acked and removed");
+    assert_eq!(
+        stack.stream_state().await,
+        (0, 0),
+        "delivered entries are acked and removed"
+    );
 
     let out = stack.mbctl(&["streams"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("example.com"), "{text}");
+    assert!(
+        out.status.success() && text.contains("example.com"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,16 +102,32 @@ async fn invalid_submissions_get_their_status_and_name_the_field_and_enqueue_not
         let ans = c.submit_raw(&body, headers).await.unwrap();
         assert_eq!(ans.status.as_u16(), status, "{what}: {:?}", ans.json);
         let err = &ans.json["error"];
-        assert!(err["code"].is_string() && err["message"].is_string(), "{what}: JSON error body {:?}", ans.json);
+        assert!(
+            err["code"].is_string() && err["message"].is_string(),
+            "{what}: JSON error body {:?}",
+            ans.json
+        );
         if !field.is_empty() {
-            assert!(err["fields"][field].is_string(), "{what}: field `{field}` not named in {:?}", ans.json);
+            assert!(
+                err["fields"][field].is_string(),
+                "{what}: field `{field}` not named in {:?}",
+                ans.json
+            );
         }
     }
-    assert_eq!(stack.stream_state().await.0, 0, "a rejected message must not be enqueued");
+    assert_eq!(
+        stack.stream_state().await.0,
+        0,
+        "a rejected message must not be enqueued"
+    );
 
     let wide = "😀".repeat(1000);
     let ans = c.submit(&message("+14155550123", &wide)).await.unwrap();
-    assert_eq!(ans.status, 202, "1000 multi-byte characters are within the limit: {:?}", ans.json);
+    assert_eq!(
+        ans.status, 202,
+        "1000 multi-byte characters are within the limit: {:?}",
+        ans.json
+    );
     assert_eq!(stack.stream_state().await.0, 1);
 }
 
@@ -110,14 +136,20 @@ async fn same_idempotency_key_returns_the_first_message_and_a_different_body_con
     let stack = Stack::start(StackOptions::default()).await;
     let c = stack.client("alice");
     let body = message("+14155550123", "once only").to_string();
-    let hdrs = [("content-type", "application/json"), ("idempotency-key", "order-42")];
+    let hdrs = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-42"),
+    ];
     let first = c.submit_raw(&body, &hdrs).await.unwrap();
     assert_eq!(first.status, 202);
     let again = c.submit_raw(&body, &hdrs).await.unwrap();
     assert_eq!(again.status, 202);
     assert_eq!(first.json["message_id"], again.json["message_id"]);
     let changed = c
-        .submit_raw(&message("+14155550123", "something else").to_string(), &hdrs)
+        .submit_raw(
+            &message("+14155550123", "something else").to_string(),
+            &hdrs,
+        )
         .await
         .unwrap();
     assert_eq!(changed.status, 409, "{:?}", changed.json);

@@ -32,14 +32,22 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let domain = Domain::parse(domain).map_err(anyhow::Error::msg)?;
             anyhow::ensure!(
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                 "client name may contain letters, digits, - and _ only"
             );
             anyhow::ensure!(*days > 0, "--days must be positive");
-            let ca = Ca::load(&cli.certs_dir().join("ca.crt"), &cli.secrets_dir().join("ca.key"))?;
+            let ca = Ca::load(
+                &cli.certs_dir().join("ca.crt"),
+                &cli.secrets_dir().join("ca.key"),
+            )?;
             let cn = format!("{name}.{domain}");
             let issued = ca.issue(&cn, Profile::Client, *days)?;
-            let dir = out.clone().unwrap_or_else(|| cli.certs_dir().join("clients"));
+            let dir = out
+                .clone()
+                .unwrap_or_else(|| cli.certs_dir().join("clients"));
             issued.write(&dir, name)?;
             if let Some(url) = &cli.mysql_url {
                 record(url, name, &domain, &cn, &issued).await?;
@@ -49,13 +57,22 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
             println!("key         {}", dir.join(format!("{name}.key")).display());
             println!("fingerprint {}", issued.fingerprint);
             println!("serial      {}", issued.serial);
-            println!("expires     {}", mb_shared::format_rfc3339(issued.not_after));
+            println!(
+                "expires     {}",
+                mb_shared::format_rfc3339(issued.not_after)
+            );
             Ok(())
         }
     }
 }
 
-async fn record(url: &str, name: &str, domain: &Domain, cn: &str, c: &Issued) -> anyhow::Result<()> {
+async fn record(
+    url: &str,
+    name: &str,
+    domain: &Domain,
+    cn: &str,
+    c: &Issued,
+) -> anyhow::Result<()> {
     let db = crate::db::Db::connect(url, 1)?;
     let mut conn = db.pool().get_conn().await?;
     let fmt = |t: time::OffsetDateTime| crate::db::to_mysql_datetime(&mb_shared::format_rfc3339(t));
@@ -68,7 +85,11 @@ async fn record(url: &str, name: &str, domain: &Domain, cn: &str, c: &Issued) ->
     let actor = std::env::var("USER").unwrap_or_else(|_| "mbctl".into());
     conn.exec_drop(
         "INSERT INTO audit_log (actor, action, target, details) VALUES (?, 'cert.issue', ?, ?)",
-        (format!("mbctl:{actor}"), cn, format!("serial={} fingerprint={}", c.serial, c.fingerprint)),
+        (
+            format!("mbctl:{actor}"),
+            cn,
+            format!("serial={} fingerprint={}", c.serial, c.fingerprint),
+        ),
     )
     .await?;
     drop(conn);

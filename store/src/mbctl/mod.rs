@@ -42,15 +42,15 @@ pub enum Command {
 
 impl Cli {
     fn redis_url(&self) -> anyhow::Result<&str> {
-        self.redis_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("--redis-url or MB_REDIS_URL is required for this command"))
+        self.redis_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--redis-url or MB_REDIS_URL is required for this command")
+        })
     }
 
     fn mysql_url(&self) -> anyhow::Result<&str> {
-        self.mysql_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("--mysql-url or MB_MYSQL_URL is required for this command"))
+        self.mysql_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--mysql-url or MB_MYSQL_URL is required for this command")
+        })
     }
 
     pub fn certs_dir(&self) -> PathBuf {

@@ -14,11 +14,15 @@ pub enum DeadCommand {
 }
 
 async fn connect(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    Ok(redis::Client::open(url)?.get_multiplexed_async_connection().await?)
+    Ok(redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?)
 }
 
 /// Domains that have a stream in Redis.
-async fn domains_with_streams(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Vec<String>> {
+async fn domains_with_streams(
+    con: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -63,7 +67,9 @@ pub async fn show(url: &str) -> anyhow::Result<()> {
             name,
             len,
             group.map_or(0, |g| g.pending),
-            group.and_then(|g| g.lag).map_or("-".into(), |l| l.to_string()),
+            group
+                .and_then(|g| g.lag)
+                .map_or("-".into(), |l| l.to_string()),
             group.map_or(0, |g| g.consumers),
             dead
         );
@@ -77,7 +83,10 @@ pub async fn dead(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
         DeadCommand::List { domain } => {
             let domain = Domain::parse(domain).map_err(anyhow::Error::msg)?;
             let reply: StreamRangeReply = con.xrange_all(streams::dead_key(&domain)).await?;
-            println!("{:<20} {:<36} {:>8} {:<24} ERROR", "DEAD ID", "MESSAGE ID", "ATTEMPTS", "FAILED AT");
+            println!(
+                "{:<20} {:<36} {:>8} {:<24} ERROR",
+                "DEAD ID", "MESSAGE ID", "ATTEMPTS", "FAILED AT"
+            );
             for e in &reply.ids {
                 let get = |k: &str| e.get::<String>(k).unwrap_or_default();
                 println!(
@@ -89,7 +98,11 @@ pub async fn dead(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
                     get("error")
                 );
             }
-            println!("{} dead letter(s) in {}", reply.ids.len(), streams::dead_key(&domain));
+            println!(
+                "{} dead letter(s) in {}",
+                reply.ids.len(),
+                streams::dead_key(&domain)
+            );
             Ok(())
         }
         DeadCommand::Redrive { domain } => {
@@ -123,7 +136,10 @@ pub async fn dead(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
                 moved += n;
             }
             streams::ensure_group(&mut con, &domain).await?;
-            println!("redrove {moved} dead letter(s) onto {}", streams::stream_key(&domain));
+            println!(
+                "redrove {moved} dead letter(s) onto {}",
+                streams::stream_key(&domain)
+            );
             Ok(())
         }
     }
