@@ -40,14 +40,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 ApiError::Forbidden("the certificate's CN names no configured domain".into())
             })?
             .clone();
-        if let Some(host) = request_host(parts) {
-            if let Some(named) = app.domains.get(host) {
-                if *named != domain {
-                    return Err(ApiError::Forbidden(format!(
-                        "Host names domain `{named}` but the certificate belongs to `{domain}`"
-                    )));
-                }
-            }
+        if let Some(named) = request_host(parts).and_then(|h| app.domains.get(h))
+            && *named != domain
+        {
+            return Err(ApiError::Forbidden(format!(
+                "Host names domain `{named}` but the certificate belongs to `{domain}`"
+            )));
         }
         Ok(Caller {
             client_id: peer.client_id.clone(),

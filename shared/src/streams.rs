@@ -98,19 +98,6 @@ pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_the_domain_hash_tag() {
-        let d = Domain::parse("example.com").unwrap();
-        assert_eq!(stream_key(&d), "mb:{example.com}:messages");
-        assert_eq!(dead_key(&d), "mb:{example.com}:dead");
-        assert!(idempotency_key(&d, "c", "h").starts_with("mb:{example.com}:"));
-    }
-}
-
 /// How long a queued-status marker lives: longer than any sane outage of the store.
 pub const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
@@ -138,4 +125,17 @@ pub fn connection_manager(
         .set_min_delay(std::time::Duration::from_millis(50))
         .set_max_delay(std::time::Duration::from_millis(1000));
     redis::aio::ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_domain_hash_tag() {
+        let d = Domain::parse("example.com").unwrap();
+        assert_eq!(stream_key(&d), "mb:{example.com}:messages");
+        assert_eq!(dead_key(&d), "mb:{example.com}:dead");
+        assert!(idempotency_key(&d, "c", "h").starts_with("mb:{example.com}:"));
+    }
 }

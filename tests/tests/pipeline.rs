@@ -68,7 +68,9 @@ async fn invalid_submissions_get_their_status_and_name_the_field_and_enqueue_not
     .await;
     let c = stack.client("alice");
     let json = [("content-type", "application/json")];
-    let cases: Vec<(&str, String, &[(&str, &str)], u16, &str)> = vec![
+    // (what, request body, headers, expected status, field the error must name)
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("bad E.164", message("12345", "x").to_string(), &json, 422, "sender_number"),
         ("leading zero", message("+0123456", "x").to_string(), &json, 422, "sender_number"),
         ("empty body", message("+14155550123", "").to_string(), &json, 422, "message_body"),
