@@ -1,1 +1,101 @@
-fn main() {}
+//! mb-bench: the load generator behind `ops/bench`.
+//!
+//! It opens `--connections` keep-alive mutual-TLS connections to ingest and submits
+//! `--messages` messages, either as fast as the connections allow (closed loop, `--rate 0`) or
+//! on a fixed schedule (open loop, `--rate R`, latency measured from each message's scheduled
+//! time so a stall is not hidden). It then waits until every accepted message is committed in
+//! MySQL, checks that none is lost or duplicated, and reports throughput, HDR-histogram
+//! latencies, and the peak RSS and CPU time of the services whose pids it is given.
+
+mod load;
+mod report;
+mod verify;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "Load generator for mb (ops/bench)")]
+pub struct Args {
+    /// Ingest base URL.
+    #[arg(long, default_value = "https://localhost:8001")]
+    pub url: String,
+    #[arg(long)]
+    pub ca: PathBuf,
+    #[arg(long)]
+    pub cert: PathBuf,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Messages to submit.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Offered rate in messages per second (open loop); 0 = as fast as possible (closed loop).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// The store's database, to wait for commits and check for loss and duplicates.
+    #[arg(long, env = "MB_MYSQL_URL", hide_env_values = true)]
+    pub mysql_url: String,
+    /// Services to measure, as NAME=PID (peak RSS and CPU seconds from /proc).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub pids: Vec<(String, u32)>,
+    /// Give up waiting for commits after this many seconds without progress.
+    #[arg(long, default_value_t = 60)]
+    pub stall_timeout: u64,
+    /// Raw Redis XADD ceiling measured by redis-benchmark (msg/s), to print ratios against.
+    #[arg(long)]
+    pub redis_ceiling: Option<f64>,
+    /// Also measure the raw MariaDB ceiling: multi-row inserts of this many rows like ours.
+    #[arg(long, default_value_t = 0)]
+    pub mysql_ceiling_rows: usize,
+    /// No progress bars (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+    Ok((
+        name.to_owned(),
+        pid.parse().map_err(|_| "PID must be a number")?,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    mb_shared::tls::install_crypto_provider();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.connections > 0 && args.messages > 0,
+        "--messages and --connections must be positive"
+    );
+    let cpu_before = report::sample_processes(&args.pids);
+    let submitted = load::run(&args).await?;
+    let committed =
+        verify::wait_for_commits(&args, &submitted, Duration::from_secs(args.stall_timeout))
+            .await?;
+    let processes = report::sample_processes(&args.pids);
+    let mysql_ceiling = if args.mysql_ceiling_rows > 0 {
+        Some(verify::mysql_ceiling(&args.mysql_url, args.mysql_ceiling_rows).await?)
+    } else {
+        None
+    };
+    let r = report::Report::new(
+        &args,
+        &submitted,
+        &committed,
+        &cpu_before,
+        &processes,
+        mysql_ceiling,
+    );
+    r.print_table();
+    println!("{}", r.json());
+    anyhow::ensure!(
+        committed.lost == 0 && committed.duplicates == 0,
+        "messages were lost or duplicated"
+    );
+    Ok(())
+}

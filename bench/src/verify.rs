@@ -1,0 +1,130 @@
+//! The checking side: wait until every accepted message is a committed row, then compare the
+//! rows with what was accepted (lost, duplicated) and read accept→row latencies.
+
+use crate::Args;
+use crate::load::Submitted;
+use hdrhistogram::Histogram;
+use mysql_async::prelude::*;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+pub struct Committed {
+    pub rows: u64,
+    pub lost: usize,
+    pub duplicates: u64,
+    /// From the first accept to the last commit.
+    pub elapsed: Duration,
+    /// accept (queued_at) → row insert (created_at), microseconds.
+    pub e2e_us: Histogram<u64>,
+}
+
+pub async fn wait_for_commits(
+    args: &Args,
+    submitted: &Submitted,
+    stall: Duration,
+) -> anyhow::Result<Committed> {
+    let pool = mysql_async::Pool::new(args.mysql_url.as_str());
+    let mut conn = pool.get_conn().await?;
+    let want = submitted.accepted_ids.len() as u64;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(want)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("commit {bar:40} {pos}/{len}").expect("template"),
+    );
+    let mut last = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let n: u64 = conn
+            .query_first("SELECT COUNT(*) FROM messages WHERE status = 'delivered'")
+            .await?
+            .unwrap_or(0);
+        bar.set_position(n);
+        if n >= want {
+            break;
+        }
+        if n != last {
+            last = n;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > stall {
+            eprintln!("no commit progress for {stall:?}; {n} of {want} committed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    let rows: Vec<(String, i64, i64)> = conn
+        .query(
+            "SELECT message_id, TIMESTAMPDIFF(MICROSECOND, queued_at, created_at), \
+             CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) FROM messages",
+        )
+        .await?;
+    let mut e2e_us = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut duplicates = 0;
+    let mut last_commit_ms = 0;
+    for (id, us, at_ms) in &rows {
+        if !seen.insert(id.as_str()) {
+            duplicates += 1;
+        }
+        e2e_us.record((*us).max(1) as u64)?;
+        last_commit_ms = last_commit_ms.max(*at_ms);
+    }
+    let lost = submitted
+        .accepted_ids
+        .iter()
+        .filter(|id| !seen.contains(id.as_str()))
+        .count();
+    let first_ms = submitted
+        .started_wall
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    drop(conn);
+    pool.disconnect().await?;
+    Ok(Committed {
+        rows: rows.len() as u64,
+        lost,
+        duplicates,
+        elapsed: Duration::from_millis((last_commit_ms - first_ms).max(1) as u64),
+        e2e_us,
+    })
+}
+
+/// Raw MariaDB ceiling on this machine: multi-row inserts (256 rows per statement, like the
+/// store) of rows shaped like ours into a scratch copy of the table. Returns rows per second.
+pub async fn mysql_ceiling(url: &str, rows: usize) -> anyhow::Result<f64> {
+    let pool = mysql_async::Pool::new(url);
+    let mut conn = pool.get_conn().await?;
+    conn.query_drop("DROP TABLE IF EXISTS bench_ceiling")
+        .await?;
+    conn.query_drop("CREATE TABLE bench_ceiling LIKE messages")
+        .await?;
+    let body = format!("k1:{}", "A".repeat(240));
+    let hash = "0".repeat(64);
+    let started = Instant::now();
+    for chunk_start in (0..rows).step_by(256) {
+        let n = 256.min(rows - chunk_start);
+        let row = "(?, ?, 'example.com', ?, '+141****0000', ?, 1, 'delivered', 1, NULL, NULL, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))";
+        let sql = format!(
+            "INSERT INTO bench_ceiling (message_id, client_id, domain, sender_hash, sender_mask, body_ciphertext, \
+             key_id, status, attempt_count, last_error, submitted_at, queued_at, delivered_at) VALUES {}",
+            vec![row; n].join(", ")
+        );
+        let mut params: Vec<mysql_async::Value> = Vec::with_capacity(n * 4);
+        for i in chunk_start..chunk_start + n {
+            params.push(format!("{:036}", i).into());
+            params.push(hash.clone().into());
+            params.push(hash.clone().into());
+            params.push(body.clone().into());
+        }
+        conn.exec_drop(sql, mysql_async::Params::Positional(params))
+            .await?;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    conn.query_drop("DROP TABLE bench_ceiling").await?;
+    drop(conn);
+    pool.disconnect().await?;
+    Ok(rate)
+}
