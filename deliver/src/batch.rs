@@ -113,17 +113,13 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
     Ok(())
 }
 
-/// `MULTI; XACK; XDEL; DEL queued markers; EXEC` for entries the store confirmed.
+/// `MULTI; XACK; XDEL; EXEC` for entries the store confirmed.
 async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Result<(), BatchError> {
     if stored.is_empty() {
         return Ok(());
     }
     let key = streams::stream_key(domain);
     let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-    let markers: Vec<String> = stored
-        .iter()
-        .map(|(_, m)| streams::queued_marker_key(domain, m))
-        .collect();
     let mut con = ctx.ctl.clone();
     redis::pipe()
         .atomic()
@@ -135,9 +131,6 @@ async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Resu
         .cmd("XDEL")
         .arg(&key)
         .arg(&ids)
-        .ignore()
-        .cmd("DEL")
-        .arg(&markers)
         .ignore()
         .query_async::<()>(&mut con)
         .await
@@ -170,8 +163,7 @@ async fn dead_letter(
         fields.push(("attempts", failure.delivery.attempt.to_string()));
         fields.push(("failed_at", mb_shared::now_rfc3339()));
         fields.push(("source_id", entry_id.clone()));
-        let marker = streams::queued_marker_key(domain, &entry.message_id);
-        move_to_dead(ctx, domain, entry_id, &marker, &fields).await?;
+        move_to_dead(ctx, domain, entry_id, &fields).await?;
         tracing::warn!(message_id = %entry.message_id, attempts = failure.delivery.attempt,
             error = %failure.error, "dead-lettered");
     }
@@ -195,8 +187,7 @@ async fn dead_letter_malformed(
     fields.push(("attempts", p.attempt.to_string()));
     fields.push(("failed_at", mb_shared::now_rfc3339()));
     fields.push(("source_id", p.entry_id.clone()));
-    let marker = format!("mb:{{{domain}}}:queued:malformed");
-    move_to_dead(ctx, domain, &p.entry_id, &marker, &fields).await?;
+    move_to_dead(ctx, domain, &p.entry_id, &fields).await?;
     tracing::warn!(entry_id = %p.entry_id, %reason, "malformed entry dead-lettered");
     Ok(())
 }
@@ -205,13 +196,11 @@ async fn move_to_dead(
     ctx: &Ctx,
     domain: &Domain,
     entry_id: &str,
-    marker: &str,
     fields: &[(&str, String)],
 ) -> Result<(), BatchError> {
     let mut inv = ctx.dead_script.prepare_invoke();
     inv.key(streams::stream_key(domain))
         .key(streams::dead_key(domain))
-        .key(marker)
         .arg(GROUP)
         .arg(entry_id);
     for (k, v) in fields {

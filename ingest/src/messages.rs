@@ -78,12 +78,12 @@ async fn enqueue(
     let msg = MessageIn::from_json(&value).map_err(ApiError::Validation)?;
     let idempotency_key = idempotency_key(headers)?;
 
-    let message_id = MessageId::new();
+    let message_id = MessageId::issue(&app.hmac, &caller.client_id);
     let entry = StreamEntry {
         message_id,
         client_id: caller.client_id.clone(),
         domain: caller.domain.clone(),
-        queued_at: mb_shared::now_rfc3339(),
+        queued_at: message_id.created_at().unwrap_or_else(mb_shared::now_rfc3339),
         submitted_at: msg.timestamp.clone(),
         sender_hash: app.hmac.sender_hash(&msg.sender_number),
         sender_mask: mask_sender(&msg.sender_number),
@@ -101,8 +101,7 @@ async fn enqueue(
 
     let script = &app.submit_script;
     let mut inv = script.prepare_invoke();
-    inv.key(streams::stream_key(&caller.domain))
-        .key(streams::queued_marker_key(&caller.domain, &message_id));
+    inv.key(streams::stream_key(&caller.domain));
     if let Some(k) = &idempotency_key {
         let hashed = app.hmac.hex(&[b"idempotency-key", k.as_bytes()]);
         inv.key(streams::idempotency_key(
@@ -112,13 +111,8 @@ async fn enqueue(
         ));
     }
     inv.arg(app.max_stream_len)
-        .arg(streams::MARKER_TTL_SECS)
         .arg(app.idempotency_ttl_secs)
-        .arg(format!("{fingerprint} {message_id} {}", entry.queued_at))
-        .arg(streams::marker_value(
-            caller.client_id.as_str(),
-            &entry.queued_at,
-        ));
+        .arg(format!("{fingerprint} {message_id} {}", entry.queued_at));
     for (k, v) in entry.to_fields() {
         inv.arg(k).arg(v);
     }
@@ -187,25 +181,6 @@ async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<StatusOut>, ApiError> {
     let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
-    let mut con = app.redis.clone();
-    let marker: Option<String> = redis::cmd("GET")
-        .arg(streams::queued_marker_key(&caller.domain, &id))
-        .query_async(&mut con)
-        .await?;
-    if let Some((owner, queued_at)) = marker.as_deref().and_then(streams::parse_marker) {
-        if owner != caller.client_id.as_str() {
-            return Err(ApiError::NotFound);
-        }
-        return Ok(Json(StatusOut {
-            message_id: id,
-            client_id: caller.client_id,
-            status: "queued".into(),
-            attempt_count: 0,
-            queued_at: queued_at.to_owned(),
-            delivered_at: None,
-            updated_at: queued_at.to_owned(),
-        }));
-    }
     let path = format!(
         "{}/{id}?client_id={}",
         mb_shared::internal::MESSAGES_PATH,
@@ -213,6 +188,20 @@ async fn status(
     );
     match app.store.get::<StatusOut>(&path).await {
         Ok(s) => Ok(Json(s)),
+        // Not in the store yet: if ingest issued this id to this caller, it is still queued
+        // (an acknowledged message is never dropped); otherwise it is not theirs to ask about.
+        Err(e) if e.is_not_found() && id.is_issued_to(&app.hmac, &caller.client_id) => {
+            let queued_at = id.created_at().unwrap_or_default();
+            Ok(Json(StatusOut {
+                message_id: id,
+                client_id: caller.client_id,
+                status: "queued".into(),
+                attempt_count: 0,
+                queued_at: queued_at.clone(),
+                delivered_at: None,
+                updated_at: queued_at,
+            }))
+        }
         Err(e) if e.is_not_found() => Err(ApiError::NotFound),
         Err(e) => Err(e.into()),
     }

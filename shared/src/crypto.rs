@@ -189,14 +189,19 @@ impl HmacKey {
         Self(hmac::Hmac::new_from_slice(key).expect("HMAC takes keys of any length"))
     }
 
-    /// Hex HMAC of the given parts, each length-prefixed so that part boundaries count.
-    pub fn hex(&self, parts: &[&[u8]]) -> String {
+    /// HMAC of the given parts, each length-prefixed so that part boundaries count.
+    pub fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = self.0.clone();
         for p in parts {
             mac.update(&(p.len() as u64).to_be_bytes());
             mac.update(p);
         }
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Hex HMAC of the given parts (see [`HmacKey::tag`]).
+    pub fn hex(&self, parts: &[&[u8]]) -> String {
+        hex::encode(self.tag(parts))
     }
 
     /// The searchable hash of a sender number.

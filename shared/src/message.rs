@@ -4,6 +4,7 @@
 //! Validation works on a parsed `serde_json::Value` rather than a derived struct so that every
 //! failing field is named in one answer, including unknown ones.
 
+use crate::crypto::HmacKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +22,35 @@ impl MessageId {
     /// A new time-ordered id (UUIDv7), so ids sort by submission time and index well.
     pub fn new() -> Self {
         Self(uuid::Uuid::now_v7())
+    }
+
+    /// A new UUIDv7 whose last 32 bits authenticate it to `client`: the first 32 bits of
+    /// HMAC(key, client, first 12 bytes). Ingest can then tell a client's own queued message
+    /// from anyone else's id without storing anything per message.
+    pub fn issue(key: &HmacKey, client: &ClientId) -> Self {
+        let mut bytes = *uuid::Uuid::now_v7().as_bytes();
+        let tag = Self::tag(key, client, &bytes);
+        bytes[12..].copy_from_slice(&tag);
+        Self(uuid::Uuid::from_bytes(bytes))
+    }
+
+    /// Whether this id was issued by [`MessageId::issue`] to `client` under `key`.
+    pub fn is_issued_to(&self, key: &HmacKey, client: &ClientId) -> bool {
+        let bytes = self.0.as_bytes();
+        self.0.get_version_num() == 7 && bytes[12..] == Self::tag(key, client, bytes)
+    }
+
+    fn tag(key: &HmacKey, client: &ClientId, bytes: &[u8; 16]) -> [u8; 4] {
+        let mac = key.tag(&[b"message-id", client.as_str().as_bytes(), &bytes[..12]]);
+        [mac[0], mac[1], mac[2], mac[3]]
+    }
+
+    /// When the id was made (its UUIDv7 timestamp), as RFC 3339 with milliseconds.
+    pub fn created_at(&self) -> Option<String> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).ok()?
+            + time::Duration::nanoseconds(i64::from(nanos));
+        Some(crate::format_rfc3339(t))
     }
     pub fn parse(s: &str) -> Option<Self> {
         uuid::Uuid::parse_str(s).ok().map(Self)
@@ -345,6 +375,21 @@ mod tests {
                        "metadata": {"client_id": "x", "timestamp": "2025-10-20T14:34:56.789+02:00"}});
         let m = MessageIn::from_json(&v).unwrap();
         assert_eq!(m.timestamp.as_deref(), Some("2025-10-20T12:34:56.789Z"));
+    }
+
+    #[test]
+    fn issued_ids_authenticate_to_their_client_only() {
+        let key = HmacKey::from_bytes(&[7; 32]);
+        let alice = ClientId("a".repeat(64));
+        let bob = ClientId("b".repeat(64));
+        let id = MessageId::issue(&key, &alice);
+        assert!(id.is_issued_to(&key, &alice));
+        assert!(!id.is_issued_to(&key, &bob));
+        assert!(!id.is_issued_to(&HmacKey::from_bytes(&[8; 32]), &alice));
+        assert!(!MessageId::new().is_issued_to(&key, &alice));
+        let back = MessageId::parse(&id.to_string()).unwrap();
+        assert!(back.is_issued_to(&key, &alice));
+        assert!(id.created_at().unwrap().starts_with("20"));
     }
 
     #[test]

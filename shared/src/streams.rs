@@ -1,24 +1,22 @@
 //! Redis key names and the stream protocol, in one place.
 //!
 //! * `mb:{<domain>}:messages` — one stream per domain. Ingest appends with the [`SUBMIT`]
-//!   script (idempotency check, back-pressure on length, XADD, status marker: one atomic step).
+//!   script (idempotency check, back-pressure on length, XADD: one atomic step).
 //! * Consumer group [`GROUP`] on each stream. Deliver workers `XREADGROUP … COUNT n BLOCK t`,
 //!   hand the batch to the store, and only after the store confirmed run
-//!   `MULTI; XACK; XDEL; DEL markers; EXEC`, so delivered entries do not accumulate and nothing
+//!   `MULTI; XACK; XDEL; EXEC`, so delivered entries do not accumulate and nothing
 //!   still pending is ever removed.
 //! * An entry not acked stays in the pending list; workers run `XAUTOCLAIM … <retry_interval>`
 //!   with the cursor carried forward and retry what they claimed. The pending list's delivery
 //!   count is the attempt count.
 //! * `mb:{<domain>}:dead` — dead letters. The [`DEAD_LETTER`] script moves an entry there
 //!   atomically (XACK, XADD to dead with the last error, XDEL); [`REDRIVE`] moves it back.
-//! * `mb:{<domain>}:queued:<message_id>` — a small marker (`client_id queued_at`) that lets
-//!   ingest answer status queries for messages not yet in the store; deleted on delivery.
 //! * `mb:{<domain>}:idem:<client_id>:<hmac(key)>` — an `Idempotency-Key` record, 24 h.
 //!
 //! The `{<domain>}` hash tag keeps all of a domain's keys in one Redis Cluster slot, which the
 //! scripts and MULTI blocks require.
 
-use crate::message::{Domain, MessageId};
+use crate::message::Domain;
 
 /// The consumer group every deliver worker joins.
 pub const GROUP: &str = "deliver";
@@ -31,48 +29,40 @@ pub fn dead_key(domain: &Domain) -> String {
     format!("mb:{{{domain}}}:dead")
 }
 
-pub fn queued_marker_key(domain: &Domain, id: &MessageId) -> String {
-    format!("mb:{{{domain}}}:queued:{id}")
-}
-
 /// `hashed_key` is the HMAC of the client's Idempotency-Key, so the key text never lands in Redis.
 pub fn idempotency_key(domain: &Domain, client_id: &str, hashed_key: &str) -> String {
     format!("mb:{{{domain}}}:idem:{client_id}:{hashed_key}")
 }
 
-/// Atomic submit. KEYS: stream, marker, [idempotency]. ARGV: max_len, marker_ttl, idem_ttl,
-/// idem_value, marker_value, then the entry's field/value pairs.
-/// Returns `{"ok", entry_id}`, `{"dup", idem_value}` or `{"full"}`.
+/// Atomic submit. KEYS: stream, [idempotency]. ARGV: max_len, idem_ttl, idem_value, then the
+/// entry's field/value pairs. Returns `{"ok", entry_id}`, `{"dup", idem_value}` or `{"full"}`.
 pub const SUBMIT: &str = r#"
-if #KEYS == 3 then
-  local prev = redis.call('GET', KEYS[3])
+if #KEYS == 2 then
+  local prev = redis.call('GET', KEYS[2])
   if prev then return {'dup', prev} end
 end
 local max_len = tonumber(ARGV[1])
 if max_len > 0 and redis.call('XLEN', KEYS[1]) >= max_len then return {'full'} end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
-redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[2])
-if #KEYS == 3 then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+if #KEYS == 2 then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2]) end
 return {'ok', id}
 "#;
 
-/// Atomic move to the dead-letter stream. KEYS: stream, dead, marker. ARGV: group, entry id,
-/// then the dead entry's field/value pairs. Does nothing (returns 0) if the entry is no longer
-/// pending, i.e. another worker already finished it.
+/// Atomic move to the dead-letter stream. KEYS: stream, dead. ARGV: group, entry id, then the
+/// dead entry's field/value pairs. Does nothing (returns 0) if the entry is no longer pending,
+/// i.e. another worker already finished it.
 pub const DEAD_LETTER: &str = r#"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[3])
 return 1
 "#;
 
-/// Atomic redrive of one dead letter. KEYS: dead, stream, marker. ARGV: dead entry id,
-/// marker ttl, marker value, then the stream entry's field/value pairs.
+/// Atomic redrive of one dead letter. KEYS: dead, stream. ARGV: dead entry id, then the stream
+/// entry's field/value pairs.
 pub const REDRIVE: &str = r#"
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 return 1
 "#;
 
@@ -96,19 +86,6 @@ pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
         other => other,
     }
-}
-
-/// How long a queued-status marker lives: longer than any sane outage of the store.
-pub const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
-
-/// The queued marker's value: who owns the message and when it was queued.
-pub fn marker_value(client_id: &str, queued_at: &str) -> String {
-    format!("{client_id} {queued_at}")
-}
-
-/// Splits a marker value into (client_id, queued_at).
-pub fn parse_marker(value: &str) -> Option<(&str, &str)> {
-    value.split_once(' ')
 }
 
 /// A multiplexed, auto-reconnecting connection for non-blocking commands (XADD, XACK,

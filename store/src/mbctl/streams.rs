@@ -117,18 +117,10 @@ pub async fn dead(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
                     .filter(|k| !DEAD_FIELDS.contains(&k.as_str()))
                     .filter_map(|k| e.get::<String>(k).map(|v| (k.clone(), v)))
                     .collect();
-                let get = |k: &str| e.get::<String>(k).unwrap_or_default();
-                let Some(id) = mb_shared::message::MessageId::parse(&get("message_id")) else {
-                    eprintln!("skipping dead letter {}: no valid message_id", e.id);
-                    continue;
-                };
                 let mut inv = script.prepare_invoke();
                 inv.key(streams::dead_key(&domain))
                     .key(streams::stream_key(&domain))
-                    .key(streams::queued_marker_key(&domain, &id))
-                    .arg(&e.id)
-                    .arg(streams::MARKER_TTL_SECS)
-                    .arg(streams::marker_value(&get("client_id"), &get("queued_at")));
+                    .arg(&e.id);
                 for (k, v) in &fields {
                     inv.arg(k).arg(v);
                 }
