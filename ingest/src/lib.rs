@@ -1,6 +1,7 @@
 //! mb-ingest: the client-facing HTTPS proxy. It authenticates clients by certificate,
 //! validates submissions, encrypts them and enqueues them on their domain's Redis stream.
 
+pub mod backlog;
 pub mod caller;
 pub mod config;
 pub mod error;
@@ -27,7 +28,7 @@ pub struct AppState {
     pub domains: Domains,
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
-    pub max_stream_len: u64,
+    pub backlog: backlog::Backlog,
     pub idempotency_ttl_secs: u64,
 }
 
@@ -48,16 +49,17 @@ impl Service {
         );
         let mut registry = prometheus_client::registry::Registry::with_prefix("mb_ingest");
         let metrics = metrics::Metrics::register(&mut registry);
+        let domains = Domains::load(&cfg.domains_file)?;
         let state = AppState {
             redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
             submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
             store,
             keyring: Keyring::load(&cfg.keyring)?,
             hmac: HmacKey::load(&cfg.hmac_key)?,
-            domains: Domains::load(&cfg.domains_file)?,
+            backlog: backlog::Backlog::new(&domains, cfg.max_stream_len),
+            domains,
             metrics,
             max_body_bytes: cfg.max_body_bytes,
-            max_stream_len: cfg.max_stream_len,
             idempotency_ttl_secs: cfg.idempotency_ttl.as_secs(),
         };
         Ok(Self {
@@ -104,8 +106,14 @@ pub async fn run(
         },
     ));
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
+    let state = service.state;
+    let backlog = {
+        let state = state.clone();
+        tokio::spawn(async move { state.backlog.watch(state.redis.clone()).await })
+    };
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    mb_shared::server::serve_mtls(listener, tls, router(service.state), shutdown).await;
+    mb_shared::server::serve_mtls(listener, tls, router(state), shutdown).await;
+    backlog.abort();
     let _ = stop_tx.send(true);
     let _ = metrics.await;
     Ok(())

@@ -83,7 +83,9 @@ async fn enqueue(
         message_id,
         client_id: caller.client_id.clone(),
         domain: caller.domain.clone(),
-        queued_at: message_id.created_at().unwrap_or_else(mb_shared::now_rfc3339),
+        queued_at: message_id
+            .created_at()
+            .unwrap_or_else(mb_shared::now_rfc3339),
         submitted_at: msg.timestamp.clone(),
         sender_hash: app.hmac.sender_hash(&msg.sender_number),
         sender_mask: mask_sender(&msg.sender_number),
@@ -92,58 +94,88 @@ async fn enqueue(
             msg.message_body.as_bytes(),
         ),
     };
+    if app.backlog.is_full(&caller.domain) {
+        return Err(ApiError::QueueFull);
+    }
+    let out = MessageOut {
+        message_id,
+        status: "queued",
+        domain: caller.domain.to_string(),
+        queued_at: entry.queued_at.clone(),
+    };
+    match &idempotency_key {
+        None => {
+            let mut con = app.redis.clone();
+            let _: String = redis::cmd("XADD")
+                .arg(streams::stream_key(&caller.domain))
+                .arg("*")
+                .arg(entry.to_fields())
+                .query_async(&mut con)
+                .await?;
+        }
+        Some(key) => {
+            if let Some(first) = submit_idempotent(app, caller, key, &msg, &entry).await? {
+                return Ok(first);
+            }
+        }
+    }
+    app.metrics.accepted.inc();
+    tracing::debug!(%message_id, domain = %caller.domain, "accepted");
+    Ok(out)
+}
+
+/// Enqueues with the idempotency record in one atomic script. Returns the first message when
+/// the key was seen before with the same request; a different request under it is a conflict.
+async fn submit_idempotent(
+    app: &AppState,
+    caller: &Caller,
+    key: &str,
+    msg: &MessageIn,
+    entry: &StreamEntry,
+) -> Result<Option<MessageOut>, ApiError> {
     let fingerprint = app.hmac.hex(&[
         b"request",
         msg.sender_number.as_bytes(),
         msg.message_body.as_bytes(),
         msg.timestamp.as_deref().unwrap_or("").as_bytes(),
     ]);
-
-    let script = &app.submit_script;
-    let mut inv = script.prepare_invoke();
-    inv.key(streams::stream_key(&caller.domain));
-    if let Some(k) = &idempotency_key {
-        let hashed = app.hmac.hex(&[b"idempotency-key", k.as_bytes()]);
-        inv.key(streams::idempotency_key(
+    let hashed_key = app.hmac.hex(&[b"idempotency-key", key.as_bytes()]);
+    let mut inv = app.submit_script.prepare_invoke();
+    inv.key(streams::stream_key(&caller.domain))
+        .key(streams::idempotency_key(
             &caller.domain,
             caller.client_id.as_str(),
-            &hashed,
-        ));
-    }
-    inv.arg(app.max_stream_len)
+            &hashed_key,
+        ))
         .arg(app.idempotency_ttl_secs)
-        .arg(format!("{fingerprint} {message_id} {}", entry.queued_at));
+        .arg(format!(
+            "{fingerprint} {} {}",
+            entry.message_id, entry.queued_at
+        ));
     for (k, v) in entry.to_fields() {
         inv.arg(k).arg(v);
     }
     let mut con = app.redis.clone();
     let reply: Vec<String> = inv.invoke_async(&mut con).await?;
     match reply.first().map(String::as_str) {
-        Some("ok") => {
-            app.metrics.accepted.inc();
-            tracing::debug!(%message_id, domain = %caller.domain, "accepted");
-            Ok(MessageOut {
-                message_id,
-                status: "queued",
-                domain: caller.domain.to_string(),
-                queued_at: entry.queued_at,
-            })
-        }
+        Some("ok") => Ok(None),
         Some("dup") => {
             let prev = reply.get(1).map(String::as_str).unwrap_or_default();
             let mut parts = prev.splitn(3, ' ');
-            let (prev_fp, prev_id, prev_at) = (parts.next(), parts.next(), parts.next());
-            match (prev_fp, prev_id.and_then(MessageId::parse), prev_at) {
-                (Some(fp), Some(id), Some(at)) if fp == fingerprint => Ok(MessageOut {
+            match (
+                parts.next(),
+                parts.next().and_then(MessageId::parse),
+                parts.next(),
+            ) {
+                (Some(fp), Some(id), Some(at)) if fp == fingerprint => Ok(Some(MessageOut {
                     message_id: id,
                     status: "queued",
                     domain: caller.domain.to_string(),
                     queued_at: at.to_owned(),
-                }),
+                })),
                 _ => Err(ApiError::IdempotencyConflict),
             }
         }
-        Some("full") => Err(ApiError::QueueFull),
         _ => Err(ApiError::Redis(redis::RedisError::from((
             redis::ErrorKind::Client,
             "unexpected reply from submit script",

@@ -1,7 +1,9 @@
 //! Redis key names and the stream protocol, in one place.
 //!
-//! * `mb:{<domain>}:messages` — one stream per domain. Ingest appends with the [`SUBMIT`]
-//!   script (idempotency check, back-pressure on length, XADD: one atomic step).
+//! * `mb:{<domain>}:messages` — one stream per domain. Ingest appends with a plain XADD, or,
+//!   for a request with an `Idempotency-Key`, with the [`SUBMIT`] script (idempotency check and
+//!   XADD in one atomic step). Back-pressure: ingest refuses new entries while the stream holds
+//!   `max_stream_len` undelivered ones (its length is polled, so the bound is approximate).
 //! * Consumer group [`GROUP`] on each stream. Deliver workers `XREADGROUP … COUNT n BLOCK t`,
 //!   hand the batch to the store, and only after the store confirmed run
 //!   `MULTI; XACK; XDEL; EXEC`, so delivered entries do not accumulate and nothing
@@ -34,17 +36,14 @@ pub fn idempotency_key(domain: &Domain, client_id: &str, hashed_key: &str) -> St
     format!("mb:{{{domain}}}:idem:{client_id}:{hashed_key}")
 }
 
-/// Atomic submit. KEYS: stream, [idempotency]. ARGV: max_len, idem_ttl, idem_value, then the
-/// entry's field/value pairs. Returns `{"ok", entry_id}`, `{"dup", idem_value}` or `{"full"}`.
+/// Atomic submit with an idempotency key. KEYS: stream, idempotency. ARGV: idem_ttl,
+/// idem_value, then the entry's field/value pairs.
+/// Returns `{"ok", entry_id}` or `{"dup", idem_value}`.
 pub const SUBMIT: &str = r#"
-if #KEYS == 2 then
-  local prev = redis.call('GET', KEYS[2])
-  if prev then return {'dup', prev} end
-end
-local max_len = tonumber(ARGV[1])
-if max_len > 0 and redis.call('XLEN', KEYS[1]) >= max_len then return {'full'} end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
-if #KEYS == 2 then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2]) end
+local prev = redis.call('GET', KEYS[2])
+if prev then return {'dup', prev} end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
 return {'ok', id}
 "#;
 

@@ -30,7 +30,9 @@ impl Db {
         let opts = mysql_async::OptsBuilder::from_opts(opts)
             .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
             .init(vec!["SET time_zone = '+00:00'"])
-            .stmt_cache_size(64);
+            // Batches come in every size from 1 to ROWS_PER_STATEMENT; caching each size's
+            // prepared INSERT (twice: delivered and failed) saves a prepare per batch.
+            .stmt_cache_size(2 * ROWS_PER_STATEMENT + 16);
         Ok(Self {
             pool: Pool::new(opts),
         })

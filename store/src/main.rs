@@ -10,10 +10,6 @@ struct Cli {
     config: PathBuf,
 }
 
-/// mimalloc: the glibc allocator was ~10% of CPU under load (many small, short-lived buffers).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     mb_shared::tls::install_crypto_provider();
