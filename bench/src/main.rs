@@ -51,6 +51,10 @@ pub struct Args {
     /// Also measure the raw MariaDB ceiling: multi-row inserts of this many rows like ours.
     #[arg(long, default_value_t = 0)]
     pub mysql_ceiling_rows: usize,
+    /// Burst mode: these (stopped) deliver processes get SIGCONT only after the last message
+    /// was submitted, so ingest is measured alone and the drain rate of the backlog after it.
+    #[arg(long = "resume-after-submit")]
+    pub resume_after_submit: Vec<u32>,
     /// No progress bars (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -78,8 +82,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let cpu_before = report::sample_processes(&args.pids);
     let submitted = load::run(&args).await?;
+    let drain_started = std::time::SystemTime::now();
+    for pid in &args.resume_after_submit {
+        std::process::Command::new("kill").arg("-CONT").arg(pid.to_string()).status()?;
+    }
+    let drain_started = (!args.resume_after_submit.is_empty()).then_some(drain_started);
     let committed =
-        verify::wait_for_commits(&args, &submitted, Duration::from_secs(args.stall_timeout))
+        verify::wait_for_commits(&args, &submitted, drain_started, Duration::from_secs(args.stall_timeout))
             .await?;
     let processes = report::sample_processes(&args.pids);
     let mysql_ceiling = if args.mysql_ceiling_rows > 0 {

@@ -80,6 +80,7 @@ impl Report {
             "messages": args.messages,
             "connections": args.connections,
             "rate": args.rate,
+            "mode": if args.resume_after_submit.is_empty() { "concurrent" } else { "burst" },
             "accepted": accepted,
             "refused": s.refused,
             "errors": s.errors,
@@ -128,7 +129,12 @@ impl Report {
                 ),
             ),
             (
-                "end-to-end msg/s (accept → row)".into(),
+                if args.resume_after_submit.is_empty() {
+                    "end-to-end msg/s (accept → row)"
+                } else {
+                    "drain msg/s (backlog → rows, burst mode)"
+                }
+                .into(),
                 format!("{e2e_rate:.0}"),
             ),
             (

@@ -18,9 +18,11 @@ pub struct Committed {
     pub e2e_us: Histogram<u64>,
 }
 
+/// `drain_started`: in burst mode, when delivery began (the end-to-end rate counts from there).
 pub async fn wait_for_commits(
     args: &Args,
     submitted: &Submitted,
+    drain_started: Option<std::time::SystemTime>,
     stall: Duration,
 ) -> anyhow::Result<Committed> {
     let pool = mysql_async::Pool::new(args.mysql_url.as_str());
@@ -77,8 +79,8 @@ pub async fn wait_for_commits(
         .iter()
         .filter(|id| !seen.contains(id.as_str()))
         .count();
-    let first_ms = submitted
-        .started_wall
+    let first_ms = drain_started
+        .unwrap_or(submitted.started_wall)
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
     drop(conn);
