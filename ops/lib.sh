@@ -30,9 +30,21 @@ ensure_packages() {
 
 mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1, below the ephemeral range so no outgoing connection takes it
+# before the service binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+for _ in range(1000):
+    p = random.randint(10000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+'
 }
 
 wait_port() { # host port seconds what

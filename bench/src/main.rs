@@ -84,12 +84,19 @@ async fn main() -> anyhow::Result<()> {
     let submitted = load::run(&args).await?;
     let drain_started = std::time::SystemTime::now();
     for pid in &args.resume_after_submit {
-        std::process::Command::new("kill").arg("-CONT").arg(pid.to_string()).status()?;
+        std::process::Command::new("kill")
+            .arg("-CONT")
+            .arg(pid.to_string())
+            .status()?;
     }
     let drain_started = (!args.resume_after_submit.is_empty()).then_some(drain_started);
-    let committed =
-        verify::wait_for_commits(&args, &submitted, drain_started, Duration::from_secs(args.stall_timeout))
-            .await?;
+    let committed = verify::wait_for_commits(
+        &args,
+        &submitted,
+        drain_started,
+        Duration::from_secs(args.stall_timeout),
+    )
+    .await?;
     let processes = report::sample_processes(&args.pids);
     let mysql_ceiling = if args.mysql_ceiling_rows > 0 {
         Some(verify::mysql_ceiling(&args.mysql_url, args.mysql_ceiling_rows).await?)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub client_id: ClientId,
+    pub common_name: String,
     pub domain: Domain,
 }
 
@@ -28,6 +29,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .as_ref()
             .as_ref()
             .map_err(|e| ApiError::Forbidden(format!("client certificate not usable: {e}")))?;
+        let refused = app.refused.load();
+        if refused.serials.contains(&peer.serial) {
+            return Err(ApiError::Forbidden(
+                "this certificate has been revoked".into(),
+            ));
+        }
+        if refused.client_ids.contains(peer.client_id.as_str()) {
+            return Err(ApiError::Forbidden("this client is disabled".into()));
+        }
         if peer.service_name().is_some() {
             return Err(ApiError::Forbidden(
                 "service certificates cannot submit messages".into(),
@@ -49,6 +59,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         }
         Ok(Caller {
             client_id: peer.client_id.clone(),
+            common_name: peer.common_name.clone(),
             domain,
         })
     }

@@ -34,6 +34,16 @@ pub struct Config {
     pub redis_timeout: Duration,
     #[serde(default = "default_store_timeout", with = "duration")]
     pub store_timeout: Duration,
+    /// How often to fetch revocations (CRL, disabled clients) from the store.
+    #[serde(default = "default_revocation_poll", with = "duration")]
+    pub revocation_poll: Duration,
+    /// Per-client rate limits; absent means unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+}
+
+fn default_revocation_poll() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_listen() -> SocketAddr {
@@ -87,6 +97,29 @@ impl Config {
                 path,
                 "redis_url",
                 "must start with redis:// or rediss://",
+            ));
+        }
+        if let Some(rl) = &cfg.rate_limit {
+            let limits = std::iter::once(("rate_limit".to_owned(), rl.default)).chain(
+                rl.overrides
+                    .iter()
+                    .map(|(k, l)| (format!("rate_limit.overrides.{k}"), *l)),
+            );
+            for (key, l) in limits {
+                if l.window_seconds == 0 || l.window_seconds > 86_400 {
+                    return Err(ConfigError::invalid(
+                        path,
+                        &format!("{key}.window_seconds"),
+                        "must be between 1 and 86400",
+                    ));
+                }
+            }
+        }
+        if cfg.revocation_poll < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                path,
+                "revocation_poll",
+                "must be at least 100ms",
             ));
         }
         if !cfg.store_url.starts_with("https://") {

@@ -24,6 +24,8 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("stream full")]
     QueueFull,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
     #[error("redis unavailable: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("store unavailable: {0}")]
@@ -41,6 +43,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull | ApiError::Redis(_) | ApiError::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -51,6 +54,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.to_string()),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("1".to_owned()),
+            _ => None,
+        };
         let (code, message, fields) = match self {
             ApiError::MalformedJson(m) => (
                 "malformed_json",
@@ -87,6 +95,11 @@ impl IntoResponse for ApiError {
                 "this Idempotency-Key was used for a different message".to_owned(),
                 FieldErrors::new(),
             ),
+            ApiError::RateLimited { retry_after_secs } => (
+                "rate_limited",
+                format!("too many requests from this client; retry after {retry_after_secs} s"),
+                FieldErrors::new(),
+            ),
             ApiError::QueueFull => (
                 "queue_full",
                 "the domain's queue is full; retry later".to_owned(),
@@ -110,9 +123,8 @@ impl IntoResponse for ApiError {
             }
         };
         let mut resp = error_response(status, code, message, fields);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(secs) = retry_after.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, secs);
         }
         resp
     }

@@ -1,12 +1,14 @@
 //! mb-ingest: the client-facing HTTPS proxy. It authenticates clients by certificate,
 //! validates submissions, encrypts them and enqueues them on their domain's Redis stream.
 
+pub mod access;
 pub mod backlog;
 pub mod caller;
 pub mod config;
 pub mod error;
 pub mod messages;
 pub mod metrics;
+pub mod ratelimit;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
     pub backlog: backlog::Backlog,
+    pub refused: ArcSwap<access::Refused>,
+    pub rate_limiter: ratelimit::RateLimiter,
     pub idempotency_ttl_secs: u64,
 }
 
@@ -36,6 +40,8 @@ pub struct AppState {
 pub struct Service {
     pub state: Arc<AppState>,
     pub tls: rustls::ServerConfig,
+    pub tls_files: mb_shared::config::TlsFiles,
+    pub revocation_poll: std::time::Duration,
     pub registry: prometheus_client::registry::Registry,
 }
 
@@ -57,6 +63,8 @@ impl Service {
             keyring: Keyring::load(&cfg.keyring)?,
             hmac: HmacKey::load(&cfg.hmac_key)?,
             backlog: backlog::Backlog::new(&domains, cfg.max_stream_len),
+            refused: ArcSwap::from_pointee(access::Refused::default()),
+            rate_limiter: ratelimit::RateLimiter::new(cfg.rate_limit.clone()),
             domains,
             metrics,
             max_body_bytes: cfg.max_body_bytes,
@@ -65,6 +73,8 @@ impl Service {
         Ok(Self {
             state: Arc::new(state),
             tls,
+            tls_files: cfg.tls.clone(),
+            revocation_poll: cfg.revocation_poll,
             registry,
         })
     }
@@ -111,9 +121,16 @@ pub async fn run(
         let state = state.clone();
         tokio::spawn(async move { state.backlog.watch(state.redis.clone()).await })
     };
+    let revocations = tokio::spawn(access::watch(
+        state.clone(),
+        tls.clone(),
+        service.tls_files,
+        service.revocation_poll,
+    ));
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
     mb_shared::server::serve_mtls(listener, tls, router(state), shutdown).await;
     backlog.abort();
+    revocations.abort();
     let _ = stop_tx.send(true);
     let _ = metrics.await;
     Ok(())

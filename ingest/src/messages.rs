@@ -94,6 +94,21 @@ async fn enqueue(
             msg.message_body.as_bytes(),
         ),
     };
+    let limited = app
+        .rate_limiter
+        .check(
+            &app.redis,
+            &caller.domain,
+            &caller.common_name,
+            &caller.client_id,
+        )
+        .await?;
+    if let Err(l) = limited {
+        app.metrics.rate_limited.inc();
+        return Err(ApiError::RateLimited {
+            retry_after_secs: l.retry_after_secs,
+        });
+    }
     if app.backlog.is_full(&caller.domain) {
         return Err(ApiError::QueueFull);
     }

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub accepted: Counter,
     pub responses: Family<StatusLabel, Counter>,
     pub submit_seconds: Histogram,
+    pub rate_limited: Counter,
 }
 
 impl Metrics {
@@ -23,7 +24,13 @@ impl Metrics {
             accepted: Counter::default(),
             responses: Family::default(),
             submit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            rate_limited: Counter::default(),
         };
+        r.register(
+            "rate_limited",
+            "Submissions refused by a per-client rate limit (429)",
+            m.rate_limited.clone(),
+        );
         r.register(
             "messages_accepted",
             "Messages durably enqueued (202)",

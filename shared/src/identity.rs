@@ -7,6 +7,8 @@ use crate::message::ClientId;
 
 /// Organisational unit of every service certificate issued by `mbctl init`.
 pub const SERVICE_OU: &str = "mb-services";
+/// Organisational unit of administrator certificates (`mbctl cert issue --admin`).
+pub const ADMIN_OU: &str = "mb-admins";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
@@ -45,6 +47,11 @@ impl PeerIdentity {
                 .to_ascii_lowercase(),
             not_after: cert.validity().not_after.timestamp(),
         })
+    }
+
+    /// Whether this is an administrator certificate.
+    pub fn is_admin(&self) -> bool {
+        self.org_unit.as_deref() == Some(ADMIN_OU)
     }
 
     /// Whether this is one of our own services (and which one: `mb-deliver`, …).

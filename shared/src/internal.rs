@@ -5,6 +5,7 @@
 //!   by `message_id`; each item is `stored` or `rejected` (with the reason), in request order.
 //! * `POST /internal/v1/failed` — [`FailedIn`]: record dead-lettered messages as `failed`.
 //! * `GET /internal/v1/messages/{id}?client_id=…` — [`StatusOut`] or 404.
+//! * `GET /internal/v1/revocations` — [`RevocationsOut`]: the CRL and the refused clients.
 
 use crate::message::{ClientId, MessageId, StreamEntry};
 use http_body_util::BodyExt;
@@ -19,6 +20,20 @@ use std::time::Duration;
 pub const DELIVER_PATH: &str = "/internal/v1/deliver";
 pub const FAILED_PATH: &str = "/internal/v1/failed";
 pub const MESSAGES_PATH: &str = "/internal/v1/messages";
+pub const REVOCATIONS_PATH: &str = "/internal/v1/revocations";
+
+/// `GET /internal/v1/revocations`: what ingest must refuse, polled every second or so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationsOut {
+    /// Changes whenever anything below changes.
+    pub version: String,
+    /// The CA's current CRL (PEM), for new handshakes.
+    pub crl_pem: String,
+    /// Serials (lowercase hex) of revoked certificates, for requests on open connections.
+    pub revoked_serials: Vec<String>,
+    /// Client ids (certificate fingerprints) of disabled clients.
+    pub disabled_client_ids: Vec<String>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {

@@ -1,11 +1,12 @@
 //! The certificate authority (pure Rust, rcgen): creates the CA and issues service and client
 //! certificates. Keys are ECDSA P-256; every private key file is written with mode 0600.
 
-use mb_shared::identity::SERVICE_OU;
+use mb_shared::identity::{ADMIN_OU, SERVICE_OU};
 use mb_shared::secret::write_private_file;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use std::path::Path;
 use time::{Duration, OffsetDateTime};
@@ -34,6 +35,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 pub enum Profile<'a> {
     /// A client of ingest: CN `<name>.<domain>`, client auth only.
     Client,
+    /// An administrator of the store's `/admin` API: OU `mb-admins`, client auth only.
+    Admin,
     /// One of our services: OU `mb-services`, server and client auth, these DNS/IP names.
     Service { sans: &'a [&'a str] },
 }
@@ -115,6 +118,23 @@ impl Ca {
         profile: Profile<'_>,
         days: i64,
     ) -> Result<Issued, CaError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_valid(
+            common_name,
+            profile,
+            now - Duration::minutes(5),
+            now + Duration::days(days),
+        )
+    }
+
+    /// Issues a certificate valid from `not_before` to `not_after`.
+    pub fn issue_valid(
+        &self,
+        common_name: &str,
+        profile: Profile<'_>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -124,6 +144,12 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         match profile {
             Profile::Client => {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+            Profile::Admin => {
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationalUnitName, ADMIN_OU);
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
             Profile::Service { sans } => {
@@ -143,9 +169,8 @@ impl Ca {
                     .collect::<Result<_, rcgen::Error>>()?;
             }
         }
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let serial = random_serial();
         params.serial_number = Some(serial.clone());
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -157,6 +182,37 @@ impl Ca {
             not_before: params.not_before,
             not_after: params.not_after,
         })
+    }
+}
+
+impl Ca {
+    /// A CRL listing `revoked` (serial as lowercase hex, revocation time), valid for `valid_for`.
+    pub fn crl(
+        &self,
+        revoked: &[(String, OffsetDateTime)],
+        number: u64,
+        valid_for: Duration,
+    ) -> Result<String, CaError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + valid_for,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .filter_map(|(serial, at)| {
+                    Some(RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(&hex::decode(serial).ok()?),
+                        revocation_time: *at,
+                        reason_code: Some(RevocationReason::Unspecified),
+                        invalidity_date: None,
+                    })
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 

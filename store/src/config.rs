@@ -17,6 +17,9 @@ pub struct Config {
     #[serde(default = "default_pool_max")]
     pub mysql_pool_max: usize,
     pub tls: TlsFiles,
+    /// The certificate authority the store runs: its certificate and key (mode 0600).
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
     /// AES-256-GCM-SIV keyring (JSON, mode 0600).
     pub keyring: PathBuf,
     pub domains_file: PathBuf,

@@ -1,5 +1,5 @@
-//! The store's API error: one match from variant to status. Database errors are logged with
-//! their text and answered with a generic body, never with SQL details.
+//! The store's API error: one match from variant to status and body. Database and CA errors
+//! are logged with their text and answered generically, never with SQL details.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,41 +9,64 @@ use mb_shared::error_body::error_response;
 pub enum ApiError {
     #[error("forbidden: {0}")]
     Forbidden(String),
-    #[error("not found")]
-    NotFound,
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("database error: {0}")]
     Database(#[from] mysql_async::Error),
+    #[error("certificate authority error: {0}")]
+    Ca(#[from] crate::ca::CaError),
+}
+
+impl ApiError {
+    pub fn no_such_message() -> Self {
+        ApiError::NotFound("no such message".into())
+    }
+
+    pub fn from_ca(e: crate::ca::CaError) -> Self {
+        ApiError::Ca(e)
+    }
+}
+
+impl From<crate::certs::CertError> for ApiError {
+    fn from(e: crate::certs::CertError) -> Self {
+        use crate::certs::CertError;
+        match e {
+            CertError::Db(e) => ApiError::Database(e),
+            CertError::Ca(e) => ApiError::Ca(e),
+            CertError::NotFound(m) => ApiError::NotFound(m),
+            CertError::Invalid(m) => ApiError::Unprocessable(m),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            ApiError::Forbidden(m) => {
-                error_response(StatusCode::FORBIDDEN, "forbidden", m, Default::default())
-            }
-            ApiError::NotFound => error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such message",
-                Default::default(),
-            ),
-            ApiError::BadRequest(m) => error_response(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                m,
-                Default::default(),
-            ),
+        let (status, code, message) = match self {
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m),
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
-                error_response(
+                (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
-                    "the database is unavailable; retry later",
-                    Default::default(),
+                    "the database is unavailable; retry later".to_owned(),
                 )
             }
-        }
+            ApiError::Ca(e) => {
+                tracing::error!(error = %e, "certificate authority error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the certificate authority failed".to_owned(),
+                )
+            }
+        };
+        error_response(status, code, message, Default::default())
     }
 }

@@ -28,6 +28,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(DELIVER_PATH, post(deliver))
         .route(FAILED_PATH, post(failed))
         .route("/internal/v1/messages/{id}", get(status))
+        .route(
+            mb_shared::internal::REVOCATIONS_PATH,
+            get(crate::revocation::revocations),
+        )
         .route_layer(middleware::from_fn(require_service))
 }
 
@@ -142,10 +146,10 @@ async fn status(
     Path(id): Path<String>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusOut>, ApiError> {
-    let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = MessageId::parse(&id).ok_or_else(ApiError::no_such_message)?;
     app.db
         .status(&id, &ClientId(q.client_id))
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound)
+        .ok_or_else(ApiError::no_such_message)
 }

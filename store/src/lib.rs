@@ -2,13 +2,16 @@
 //! idempotent upsert, mark failed, status), runs the schema migrations, and holds the
 //! certificate authority that `mbctl` uses.
 
+pub mod admin;
 pub mod ca;
+pub mod certs;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod internal;
 pub mod mbctl;
 pub mod metrics;
+pub mod revocation;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -21,6 +24,8 @@ use tokio::net::TcpListener;
 /// Shared state of the store's handlers.
 pub struct AppState {
     pub db: db::Db,
+    pub ca: ca::Ca,
+    pub crl: revocation::CrlCache,
     pub keyring: Keyring,
     pub domains: Domains,
     pub metrics: metrics::Metrics,
@@ -42,11 +47,14 @@ impl Service {
         if cfg.migrate_on_start {
             db.migrate().await?;
         }
-        let mut registry = prometheus_client::registry::Registry::with_prefix("mb_store");
+        let ca = ca::Ca::load(&cfg.ca_cert, &cfg.ca_key)?;
+        let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         Ok(Self {
             state: Arc::new(AppState {
                 db,
+                ca,
+                crl: Default::default(),
                 keyring,
                 domains,
                 metrics,
@@ -60,7 +68,9 @@ impl Service {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/crl", get(revocation::crl))
         .merge(internal::router())
+        .merge(admin::router())
         .with_state(state)
 }
 
@@ -81,11 +91,13 @@ pub async fn run(
             let _ = metrics_stop.wait_for(|s| *s).await;
         },
     ));
+    let expiry = tokio::spawn(metrics::watch_certificate_expiry(service.state.clone()));
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let app = router(service.state.clone());
     tracing::info!(addr = %listener.local_addr()?, "store listening");
     mb_shared::server::serve_mtls(listener, tls, app, shutdown).await;
     let _ = stop_tx.send(true);
+    expiry.abort();
     let _ = metrics.await;
     service.state.db.close().await;
     Ok(())

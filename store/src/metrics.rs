@@ -1,8 +1,21 @@
-//! The store's Prometheus metrics.
+//! The store's Prometheus metrics, and the certificate-expiry gauge that the
+//! "expires within 30 days" alert (ops/prometheus/alerts.yml) watches.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub cn: String,
+    pub serial: String,
+    pub kind: String,
+}
 
 pub struct Metrics {
     pub stored: Counter,
@@ -10,17 +23,27 @@ pub struct Metrics {
     pub failed: Counter,
     pub batch_seconds: Histogram,
     pub db_errors: Counter,
+    /// Expiry (Unix seconds) of every active certificate the CA issued.
+    pub cert_expiry: Family<CertLabels, Gauge>,
 }
 
 impl Metrics {
-    pub fn register(r: &mut Registry) -> Self {
+    /// Registers `mb_store_*` and `mb_certificate_expiry_timestamp_seconds`.
+    pub fn register(root: &mut Registry) -> Self {
         let m = Self {
             stored: Counter::default(),
             rejected: Counter::default(),
             failed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             db_errors: Counter::default(),
+            cert_expiry: Family::default(),
         };
+        root.register(
+            "mb_certificate_expiry_timestamp_seconds",
+            "Expiry time of each active certificate issued by the broker's CA",
+            m.cert_expiry.clone(),
+        );
+        let r = root.sub_registry_with_prefix("mb_store");
         r.register(
             "messages_stored",
             "Messages upserted as delivered",
@@ -43,5 +66,25 @@ impl Metrics {
         );
         r.register("db_errors", "Database errors", m.db_errors.clone());
         m
+    }
+}
+
+/// Refreshes the certificate-expiry gauge from the `clients` table every 30 s.
+pub async fn watch_certificate_expiry(app: Arc<crate::AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match crate::certs::active_expiries(&app.db).await {
+            Ok(rows) => {
+                app.metrics.cert_expiry.clear();
+                for (cn, serial, kind, not_after) in rows {
+                    app.metrics
+                        .cert_expiry
+                        .get_or_create(&CertLabels { cn, serial, kind })
+                        .set(not_after);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot refresh certificate expiry metric"),
+        }
     }
 }

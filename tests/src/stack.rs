@@ -22,6 +22,8 @@ pub struct StackOptions {
     /// Give the store a keyring file of its own (a copy taken at start), so a test can make
     /// the store refuse ciphertext from a key it lacks.
     pub separate_store_keyring: bool,
+    /// YAML for ingest's `rate_limit` key, e.g. `{max_requests: 50, window_seconds: 1}`.
+    pub rate_limit: Option<&'static str>,
 }
 
 impl Default for StackOptions {
@@ -33,6 +35,7 @@ impl Default for StackOptions {
             deliver_concurrency: 2,
             batch_size: 64,
             separate_store_keyring: false,
+            rate_limit: None,
         }
     }
 }
@@ -89,7 +92,8 @@ impl Stack {
             &format!(
                 "listen: 127.0.0.1:{store_port}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {}\n\
                  tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
-                 keyring: {h}/secrets/{store_keyring}\ndomains_file: {h}/domains.yaml\n",
+                 keyring: {h}/secrets/{store_keyring}\ndomains_file: {h}/domains.yaml\n\
+                 ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n",
                 crate::free_port(),
                 db.url(),
                 h = h.display()
@@ -103,9 +107,12 @@ impl Stack {
                  tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
                  client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
                  keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
-                 redis_timeout: 1s\n",
+                 redis_timeout: 1s\n{}",
                 crate::free_port(),
                 redis.url(),
+                opts.rate_limit
+                    .map(|r| format!("rate_limit: {r}\n"))
+                    .unwrap_or_default(),
                 h = h.display()
             ),
         );
@@ -133,7 +140,7 @@ impl Stack {
         };
         stack.start_store().await;
         stack.ingest.start();
-        crate::wait_for_port(ingest_port, Duration::from_secs(30), "mb-ingest").await;
+        wait_for(&mut stack.ingest, ingest_port).await;
         if opts.start_deliver {
             stack.start_deliver().await;
         }
@@ -146,7 +153,7 @@ impl Stack {
 
     pub async fn start_store(&mut self) {
         self.store.start();
-        crate::wait_for_port(self.store_port, Duration::from_secs(60), "mb-store").await;
+        wait_for(&mut self.store, self.store_port).await;
     }
 
     /// Starts one more deliver worker (its own config and metrics port); returns its index.
@@ -179,9 +186,45 @@ impl Stack {
             h.join(format!("logs/deliver-{i}.log")),
         );
         p.start();
-        crate::wait_for_port(metrics_port, Duration::from_secs(30), "mb-deliver metrics").await;
+        wait_for(&mut p, metrics_port).await;
         self.delivers.push(p);
         i
+    }
+
+    /// Starts a second ingest instance (same Redis, store and config, its own ports).
+    pub async fn start_extra_ingest(&self, name: &str) -> (Proc, u16) {
+        let h = self.home();
+        let port = crate::free_port();
+        let text = std::fs::read_to_string(h.join("ingest.yaml")).expect("ingest.yaml");
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("listen:") {
+                    format!("listen: 127.0.0.1:{port}")
+                } else if l.starts_with("metrics_listen:") {
+                    format!("metrics_listen: 127.0.0.1:{}", crate::free_port())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = h.join(format!("{name}.yaml"));
+        write(&cfg, &text);
+        let mut p = Proc::new(
+            name,
+            crate::binary("mb-ingest"),
+            vec!["--config".into(), cfg.display().to_string()],
+            h.join(format!("logs/{name}.log")),
+        );
+        p.start();
+        wait_for(&mut p, port).await;
+        (p, port)
+    }
+
+    /// An API client for `base` with the given certificate files.
+    pub fn client_with(&self, base: &str, cert: &Path, key: &Path) -> ApiClient {
+        ApiClient::new(base, &self.home().join("certs/ca.crt"), Some((cert, key)))
     }
 
     /// Runs mbctl against this stack.
@@ -295,6 +338,31 @@ impl Stack {
         }
         s
     }
+}
+
+/// Waits until `p` listens on `port`; if it exits first, fails with its log.
+async fn wait_for(p: &mut Proc, port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(
+            p.is_running(),
+            "{} exited before listening on {port}:\n{}",
+            p.name,
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{} did not listen on {port} within 60 s:\n{}",
+        p.name,
+        p.log_text()
+    );
 }
 
 fn run_mbctl(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -1,15 +1,17 @@
-//! `mbctl cert …`: client certificates signed by the broker's CA, recorded in the `clients`
-//! table (with an `audit_log` row) when a database is configured.
+//! `mbctl cert …`: the certificate lifecycle from the command line. Certificates are signed by
+//! the CA in `<home>`; with a database (`--mysql-url`) they are recorded in `clients` and every
+//! change is audited. Revocations reach ingest through the store within seconds.
 
 use super::Cli;
-use crate::ca::{Ca, Issued, Profile};
+use crate::ca::Ca;
+use crate::certs::{self, Kind, Selector};
+use crate::db::Db;
 use mb_shared::message::Domain;
-use mysql_async::prelude::*;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum CertCommand {
-    /// Issue a client certificate with CN `<NAME>.<DOMAIN>`.
+    /// Issue a certificate with CN `<NAME>.<DOMAIN>`.
     Issue {
         name: String,
         #[arg(long)]
@@ -19,80 +21,203 @@ pub enum CertCommand {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 365)]
         days: i64,
+        /// An administrator certificate for the store's /admin API instead of an ingest client.
+        #[arg(long)]
+        admin: bool,
     },
+    /// A new certificate with the same CN; the old one stays valid until it expires.
+    Renew {
+        name: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Revoke every certificate of NAME (or one serial); ingest refuses them within seconds.
+    Revoke {
+        name: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        serial: Option<String>,
+    },
+    /// Refuse a client's certificates until it is enabled again.
+    Disable {
+        name: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Accept a disabled client's certificates again.
+    Enable {
+        name: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// All certificates with status and days to expiry.
+    List,
+}
+
+fn actor() -> String {
+    format!(
+        "mbctl:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn domain(d: &str) -> anyhow::Result<Domain> {
+    Domain::parse(d).map_err(anyhow::Error::msg)
 }
 
 pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
+    let ca = || {
+        Ca::load(
+            &cli.certs_dir().join("ca.crt"),
+            &cli.secrets_dir().join("ca.key"),
+        )
+    };
+    let db = || -> anyhow::Result<Db> { Ok(Db::connect(cli.mysql_url()?, 2)?) };
     match cmd {
         CertCommand::Issue {
             name,
-            domain,
+            domain: d,
+            out,
+            days,
+            admin,
+        } => {
+            let d = domain(d)?;
+            let kind = if *admin { Kind::Admin } else { Kind::Client };
+            let ca = ca()?;
+            let issued = match &cli.mysql_url {
+                Some(_) => {
+                    let db = db()?;
+                    let issued = certs::issue(&db, &ca, name, &d, kind, *days, &actor()).await;
+                    db.close().await;
+                    issued?
+                }
+                None => {
+                    eprintln!(
+                        "note: no --mysql-url, so the certificate is not recorded in the clients table"
+                    );
+                    let profile = if *admin {
+                        crate::ca::Profile::Admin
+                    } else {
+                        crate::ca::Profile::Client
+                    };
+                    ca.issue(&format!("{name}.{d}"), profile, *days)?
+                }
+            };
+            print_issued(cli, name, &d, out, &issued)
+        }
+        CertCommand::Renew {
+            name,
+            domain: d,
             out,
             days,
         } => {
-            let domain = Domain::parse(domain).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(
-                !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                "client name may contain letters, digits, - and _ only"
-            );
-            anyhow::ensure!(*days > 0, "--days must be positive");
-            let ca = Ca::load(
-                &cli.certs_dir().join("ca.crt"),
-                &cli.secrets_dir().join("ca.key"),
-            )?;
-            let cn = format!("{name}.{domain}");
-            let issued = ca.issue(&cn, Profile::Client, *days)?;
-            let dir = out
-                .clone()
-                .unwrap_or_else(|| cli.certs_dir().join("clients"));
-            issued.write(&dir, name)?;
-            if let Some(url) = &cli.mysql_url {
-                record(url, name, &domain, &cn, &issued).await?;
+            let d = domain(d)?;
+            let db = db()?;
+            let issued = certs::renew(&db, &ca()?, name, &d, *days, &actor()).await;
+            db.close().await;
+            print_issued(cli, name, &d, out, &issued?)
+        }
+        CertCommand::Revoke {
+            name,
+            domain: d,
+            serial,
+        } => {
+            let d = d.as_deref().map(domain).transpose()?;
+            let which = match (name, serial) {
+                (Some(name), None) => Selector::Name {
+                    name,
+                    domain: d.as_ref(),
+                },
+                (None, Some(serial)) => Selector::Serial(serial),
+                _ => anyhow::bail!("give a NAME or --serial"),
+            };
+            let db = db()?;
+            let revoked = certs::revoke(&db, &which, &actor()).await;
+            if revoked.is_ok() {
+                write_crl(cli, &db).await?;
             }
-            println!("issued      {cn}");
-            println!("certificate {}", dir.join(format!("{name}.crt")).display());
-            println!("key         {}", dir.join(format!("{name}.key")).display());
-            println!("fingerprint {}", issued.fingerprint);
-            println!("serial      {}", issued.serial);
+            db.close().await;
+            for s in revoked? {
+                println!("revoked serial {s}");
+            }
+            Ok(())
+        }
+        CertCommand::Disable { name, domain: d } | CertCommand::Enable { name, domain: d } => {
+            let disable = matches!(cmd, CertCommand::Disable { .. });
+            let d = d.as_deref().map(domain).transpose()?;
+            let db = db()?;
+            let which = Selector::Name {
+                name,
+                domain: d.as_ref(),
+            };
+            let changed = certs::set_disabled(&db, &which, disable, &actor()).await;
+            db.close().await;
+            let verb = if disable { "disabled" } else { "enabled" };
+            for s in changed? {
+                println!("{verb} serial {s}");
+            }
+            Ok(())
+        }
+        CertCommand::List => {
+            let db = db()?;
+            let rows = certs::list(&db).await;
+            db.close().await;
             println!(
-                "expires     {}",
-                mb_shared::format_rfc3339(issued.not_after)
+                "{:<40} {:<7} {:<9} {:<34} {:<21} {:>9}",
+                "COMMON NAME", "KIND", "STATUS", "SERIAL", "EXPIRES", "DAYS LEFT"
             );
+            for r in rows? {
+                println!(
+                    "{:<40} {:<7} {:<9} {:<34} {:<21} {:>9}",
+                    r.common_name, r.kind, r.status, r.serial, r.not_after, r.days_left
+                );
+            }
             Ok(())
         }
     }
 }
 
-async fn record(
-    url: &str,
+fn print_issued(
+    cli: &Cli,
     name: &str,
     domain: &Domain,
-    cn: &str,
-    c: &Issued,
+    out: &Option<PathBuf>,
+    issued: &crate::ca::Issued,
 ) -> anyhow::Result<()> {
-    let db = crate::db::Db::connect(url, 1)?;
-    let mut conn = db.pool().get_conn().await?;
-    let fmt = |t: time::OffsetDateTime| crate::db::to_mysql_datetime(&mb_shared::format_rfc3339(t));
-    conn.exec_drop(
-        "INSERT INTO clients (name, domain, common_name, fingerprint, serial, not_before, not_after) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (name, domain.as_str(), cn, &c.fingerprint, &c.serial, fmt(c.not_before), fmt(c.not_after)),
-    )
-    .await?;
-    let actor = std::env::var("USER").unwrap_or_else(|_| "mbctl".into());
-    conn.exec_drop(
-        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, 'cert.issue', ?, ?)",
-        (
-            format!("mbctl:{actor}"),
-            cn,
-            format!("serial={} fingerprint={}", c.serial, c.fingerprint),
-        ),
-    )
-    .await?;
-    drop(conn);
-    db.close().await;
+    let dir = out
+        .clone()
+        .unwrap_or_else(|| cli.certs_dir().join("clients"));
+    issued.write(&dir, name)?;
+    println!("issued      {name}.{domain}");
+    println!("certificate {}", dir.join(format!("{name}.crt")).display());
+    println!("key         {}", dir.join(format!("{name}.key")).display());
+    println!("fingerprint {}", issued.fingerprint);
+    println!("serial      {}", issued.serial);
+    println!(
+        "expires     {}",
+        mb_shared::format_rfc3339(issued.not_after)
+    );
+    Ok(())
+}
+
+/// Keeps a copy of the current CRL in `<home>/certs/crl.pem` for operators; the store
+/// publishes the live one at `GET /crl`.
+async fn write_crl(cli: &Cli, db: &Db) -> anyhow::Result<()> {
+    let ca = Ca::load(
+        &cli.certs_dir().join("ca.crt"),
+        &cli.secrets_dir().join("ca.key"),
+    )?;
+    let rev = certs::revocations(db).await?;
+    let pem = ca.crl(
+        &rev.revoked,
+        time::OffsetDateTime::now_utc().unix_timestamp() as u64,
+        time::Duration::days(7),
+    )?;
+    std::fs::write(cli.certs_dir().join("crl.pem"), pem)?;
     Ok(())
 }

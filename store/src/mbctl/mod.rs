@@ -47,7 +47,7 @@ impl Cli {
         })
     }
 
-    fn mysql_url(&self) -> anyhow::Result<&str> {
+    pub fn mysql_url(&self) -> anyhow::Result<&str> {
         self.mysql_url.as_deref().ok_or_else(|| {
             anyhow::anyhow!("--mysql-url or MB_MYSQL_URL is required for this command")
         })

@@ -1,0 +1,417 @@
+//! The certificate lifecycle and access control: issue (CLI and admin API), live revocation and
+//! disabling, renewal, expiry, audit, and per-client rate limits across ingest instances.
+
+use mb_e2e::client::{ApiClient, message};
+use mb_e2e::{Stack, StackOptions, eventually};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn no_deliver() -> StackOptions {
+    StackOptions {
+        start_deliver: false,
+        ..Default::default()
+    }
+}
+
+/// Writes a PEM certificate and key returned by the admin API to files.
+fn save(dir: &std::path::Path, name: &str, json: &serde_json::Value) -> (PathBuf, PathBuf) {
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&crt, json["certificate"].as_str().unwrap()).unwrap();
+    mb_shared::secret::write_private_file(&key, json["private_key"].as_str().unwrap().as_bytes())
+        .unwrap();
+    (crt, key)
+}
+
+fn admin_client(stack: &Stack) -> ApiClient {
+    let dir = stack.home().join("admins");
+    let out = stack.mbctl(&[
+        "cert",
+        "issue",
+        "root",
+        "--domain",
+        "example.com",
+        "--admin",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.client_with(
+        &format!("https://localhost:{}", stack.store_port),
+        &dir.join("root.crt"),
+        &dir.join("root.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_from_mbctl_and_the_admin_api_both_submit_and_are_listed_and_audited() {
+    let stack = Stack::start(no_deliver()).await;
+    let cli_client = stack.client("alice");
+    assert_eq!(
+        cli_client
+            .submit(&message("+14155550123", "hi"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+
+    let admin = admin_client(&stack);
+    let issued = admin
+        .request(
+            hyper::Method::POST,
+            "/admin/certificates",
+            &[("content-type", "application/json")],
+            r#"{"name": "apiclient", "domain": "example.com", "days": 30}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(issued.status, 201, "{:?}", issued.json);
+    assert_eq!(issued.json["common_name"], "apiclient.example.com");
+    let (crt, key) = save(stack.home(), "apiclient", &issued.json);
+    let api_client = stack.client_with(&stack.ingest_url(), &crt, &key);
+    assert_eq!(
+        api_client
+            .submit(&message("+14155550123", "hi"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+
+    // A plain client certificate is not an administrator.
+    let (c, k) = stack.issue_client("mallory", "example.com");
+    let not_admin = stack.client_with(&format!("https://localhost:{}", stack.store_port), &c, &k);
+    assert_eq!(
+        not_admin.get("/admin/certificates").await.unwrap().status,
+        403
+    );
+
+    let out = stack.mbctl(&["cert", "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for cn in [
+        "alice.example.com",
+        "apiclient.example.com",
+        "root.example.com",
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with(cn))
+            .unwrap_or_else(|| panic!("{cn} not listed: {listing}"));
+        assert!(line.contains("active"), "{line}");
+    }
+    let api_line = listing
+        .lines()
+        .find(|l| l.starts_with("apiclient.example.com"))
+        .unwrap();
+    assert!(
+        api_line.trim_end().ends_with("29") || api_line.trim_end().ends_with("30"),
+        "days left: {api_line}"
+    );
+    let listed = admin.get("/admin/certificates").await.unwrap();
+    assert!(
+        listed
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["common_name"] == "apiclient.example.com")
+    );
+
+    let audit: Vec<(String, String, String)> = stack
+        .db
+        .query("SELECT actor, action, target FROM audit_log ORDER BY id")
+        .await;
+    assert!(audit.iter().any(|(a, act, t)| a.starts_with("mbctl:")
+        && act == "cert.issue"
+        && t == "alice.example.com"));
+    assert!(audit.iter().any(|(a, act, t)| a == "admin:root.example.com"
+        && act == "cert.issue"
+        && t == "apiclient.example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_certificate_is_refused_within_two_seconds_on_new_and_open_connections() {
+    let mut stack = Stack::start(no_deliver()).await;
+    let (c, k) = stack.issue_client("alice", "example.com");
+    let alice = stack.client_with(&stack.ingest_url(), &c, &k);
+    let bob = stack.client("bob");
+    // Opens a keep-alive connection that stays in alice's pool.
+    assert_eq!(
+        alice
+            .submit(&message("+14155550123", "before"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    let ingest_pid = stack.ingest.pid();
+
+    let out = stack.mbctl(&["cert", "revoke", "alice", "--domain", "example.com"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked_at = Instant::now();
+    // On the connection opened before the revocation: 403 (a new handshake would not answer).
+    let answered = eventually(Duration::from_secs(3), "403 on the open connection", || {
+        let alice = alice.clone();
+        async move {
+            let a = alice.submit(&message("+14155550123", "after")).await.ok()?;
+            (a.status == 403).then_some(a)
+        }
+    })
+    .await;
+    let took = revoked_at.elapsed();
+    assert!(took <= Duration::from_secs(2), "revocation took {took:?}");
+    assert!(
+        answered.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    // A new handshake with the revoked certificate is refused.
+    let fresh = stack.client_with(&stack.ingest_url(), &c, &k);
+    assert!(
+        fresh.submit(&message("+14155550123", "new")).await.is_err(),
+        "new handshake must fail"
+    );
+    // Others are unaffected, and ingest was not restarted.
+    assert_eq!(
+        bob.submit(&message("+14155550123", "bob"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    assert!(stack.ingest.is_running() && stack.ingest.pid() == ingest_pid);
+
+    // The store publishes the CRL.
+    let (bc, bk) = stack.issue_client("carol", "example.com");
+    let store = stack.client_with(&format!("https://localhost:{}", stack.store_port), &bc, &bk);
+    let crl = store
+        .request(hyper::Method::GET, "/crl", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(crl.status, 200);
+    let audit: Vec<(String, String)> = stack
+        .db
+        .query("SELECT action, target FROM audit_log WHERE action = 'cert.revoke'")
+        .await;
+    assert_eq!(
+        audit,
+        [("cert.revoke".to_owned(), "alice.example.com".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_client_is_refused_and_enabled_again_without_restart() {
+    let stack = Stack::start(no_deliver()).await;
+    let alice = stack.client("alice");
+    assert_eq!(
+        alice
+            .submit(&message("+14155550123", "1"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    assert!(
+        stack
+            .mbctl(&["cert", "disable", "alice", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    eventually(Duration::from_secs(3), "disabled client refused", || {
+        let alice = alice.clone();
+        async move {
+            (alice
+                .submit(&message("+14155550123", "2"))
+                .await
+                .ok()?
+                .status
+                == 403)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        stack
+            .mbctl(&["cert", "enable", "alice", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    eventually(Duration::from_secs(3), "enabled client accepted", || {
+        let alice = alice.clone();
+        async move {
+            (alice
+                .submit(&message("+14155550123", "3"))
+                .await
+                .ok()?
+                .status
+                == 202)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewed_and_old_certificates_both_work_and_an_expired_one_is_refused() {
+    let stack = Stack::start(no_deliver()).await;
+    let (old_c, old_k) = stack.issue_client("alice", "example.com");
+    let renewed_dir = stack.home().join("renewed");
+    let out = stack.mbctl(&[
+        "cert",
+        "renew",
+        "alice",
+        "--domain",
+        "example.com",
+        "--out",
+        &renewed_dir.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = stack.client_with(&stack.ingest_url(), &old_c, &old_k);
+    let new = stack.client_with(
+        &stack.ingest_url(),
+        &renewed_dir.join("alice.crt"),
+        &renewed_dir.join("alice.key"),
+    );
+    assert_eq!(
+        old.submit(&message("+14155550123", "old"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    assert_eq!(
+        new.submit(&message("+14155550123", "new"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    let active = stack
+        .db
+        .count("SELECT COUNT(*) FROM clients WHERE common_name = 'alice.example.com' AND status = 'active'")
+        .await;
+    assert_eq!(active, 2);
+
+    // An expired certificate from our own CA.
+    let ca = mb_store::ca::Ca::load(
+        &stack.home().join("certs/ca.crt"),
+        &stack.home().join("secrets/ca.key"),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue_valid(
+            "late.example.com",
+            mb_store::ca::Profile::Client,
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let dir = stack.home().join("expired");
+    expired.write(&dir, "late").unwrap();
+    let late = stack.client_with(
+        &stack.ingest_url(),
+        &dir.join("late.crt"),
+        &dir.join("late.key"),
+    );
+    assert!(
+        late.submit(&message("+14155550123", "late")).await.is_err(),
+        "expired certificate must be refused"
+    );
+    assert_eq!(stack.stream_state().await.0, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_holds_across_two_ingest_instances_and_spares_other_clients() {
+    const LIMIT: f64 = 40.0;
+    let stack = Stack::start(StackOptions {
+        start_deliver: false,
+        rate_limit: Some("{max_requests: 40, window_seconds: 1}"),
+        ..Default::default()
+    })
+    .await;
+    let (_second, port2) = stack.start_extra_ingest("ingest-2").await;
+    let (c, k) = stack.issue_client("greedy", "example.com");
+    let a = stack.client_with(&stack.ingest_url(), &c, &k);
+    let b = stack.client_with(&format!("https://localhost:{port2}"), &c, &k);
+    let polite = stack.client("polite");
+
+    let started = Instant::now();
+    let run_for = Duration::from_secs(5);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut limited = 0;
+            while started.elapsed() < run_for {
+                let ans = client
+                    .submit(&message("+14155550123", "flood"))
+                    .await
+                    .unwrap();
+                match ans.status.as_u16() {
+                    202 => accepted.push(started.elapsed()),
+                    429 => {
+                        assert!(ans.headers.contains_key("retry-after"));
+                        assert_eq!(ans.json["error"]["code"], "rate_limited");
+                        limited += 1;
+                    }
+                    s => panic!("unexpected {s}: {:?}", ans.json),
+                }
+            }
+            (accepted, limited)
+        }));
+    }
+    // Another client, meanwhile, is served promptly.
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(
+            polite
+                .submit(&message("+14155550123", "polite"))
+                .await
+                .unwrap()
+                .status,
+            202
+        );
+        assert!(t.elapsed() < Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut accepted = Vec::new();
+    let mut limited = 0;
+    for t in tasks {
+        let (acc, lim) = t.await.unwrap();
+        accepted.extend(acc);
+        limited += lim;
+    }
+    assert!(limited > 0, "the flood must be limited");
+    // Steady state, after the initial burst allowance: from 1 s to 5 s.
+    let window = (Duration::from_secs(1), run_for);
+    let in_window = accepted
+        .iter()
+        .filter(|t| **t >= window.0 && **t < window.1)
+        .count() as f64;
+    let rate = in_window / (window.1 - window.0).as_secs_f64();
+    assert!(
+        (rate - LIMIT).abs() <= LIMIT * 0.05,
+        "combined rate {rate:.1}/s, limit {LIMIT}/s"
+    );
+}
