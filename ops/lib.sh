@@ -14,6 +14,8 @@ ensure_packages() {
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v mariadb >/dev/null || missing+=(mariadb-client)
   command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  [ -x /usr/bin/time ] || missing+=(time)
   command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
@@ -22,10 +24,15 @@ ensure_packages() {
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # Debian's packages start system services; ours run privately, so keep theirs off.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  # Debian's packages start system services; ours run privately, so keep theirs off while
+  # installing, and put back whatever policy the machine had, even if apt fails.
+  local policy=/usr/sbin/policy-rc.d saved=""
+  if [ -e "$policy" ]; then saved="$(mktemp)"; cp -p "$policy" "$saved"; fi
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+  local rc=0
+  apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+  if [ -n "$saved" ]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
+  [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
 mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
@@ -81,7 +88,7 @@ start_mariadb() {
     >/dev/null 2>&1 &
   local i
   for ((i = 0; i < 300; i++)); do
-    [ -S "$dir/mysqld.sock" ] && mariadb --no-defaults -uroot --socket="$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    [ -S "$dir/mysqld.sock" ] && mariadb --no-defaults -u"$user" --socket="$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   tail -20 "$dir/mysqld.log" >&2
@@ -89,7 +96,9 @@ start_mariadb() {
 }
 
 # mysql_root DIR SQL: run SQL as root over the socket.
-mysql_root() { mariadb --no-defaults -uroot --socket="$1/mysqld.sock" -e "$2"; }
+# mysql_root DIR SQL: run SQL as the database's superuser over the socket (socket auth maps the
+# OS user that ran mariadb-install-db, root or not).
+mysql_root() { mariadb --no-defaults -u"$(id -un)" --socket="$1/mysqld.sock" -e "$2"; }
 
 # stop_pidfile FILE NAME: SIGTERM, wait up to 30 s, then SIGKILL.
 stop_pidfile() {

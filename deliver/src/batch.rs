@@ -16,6 +16,7 @@ use redis::streams::StreamId;
 use std::time::Instant;
 
 /// A stream entry to deliver, with the attempt number it is on.
+#[derive(Clone)]
 pub struct Pending {
     pub entry_id: String,
     pub fields: Vec<(String, String)>,

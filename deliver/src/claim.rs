@@ -74,11 +74,30 @@ async fn retry(
     claimed: Vec<redis::streams::StreamId>,
 ) -> Result<(), batch::BatchError> {
     let attempts = delivery_counts(ctx, key, &claimed).await?;
-    let items = claimed
+    let items: Vec<Pending> = claimed
         .iter()
         .map(|id| Pending::new(id, attempts.get(&id.id).copied().unwrap_or(2)))
         .collect();
-    batch::process(ctx, domain, items).await
+    if items.len() == 1 {
+        return batch::process(ctx, domain, items).await;
+    }
+    let singles: Vec<Pending> = items.clone();
+    match batch::process(ctx, domain, items).await {
+        // The store answered but failed the whole batch: retry one by one, so that a single
+        // entry it cannot write gets its own answer instead of holding back its neighbours on
+        // every retry.
+        Err(batch::BatchError::Store(e)) if e.is_answer() => {
+            tracing::warn!(%domain, error = %e, "claimed batch failed as a whole; retrying entries one by one");
+            let mut last = Ok(());
+            for p in singles {
+                if let Err(e) = batch::process(ctx, domain, vec![p]).await {
+                    last = Err(e);
+                }
+            }
+            last
+        }
+        other => other,
+    }
 }
 
 /// The pending list's delivery count of each claimed entry (one pipelined round trip).

@@ -27,8 +27,9 @@ pub struct Config {
     /// An entry pending (unacknowledged) this long is claimed and retried.
     #[serde(default = "default_retry_interval", with = "duration")]
     pub retry_interval: Duration,
-    /// After this many attempts that the store refused, an entry is dead-lettered. Attempts
-    /// that failed because the store was unreachable do not count against it.
+    /// An entry the store refuses once it has been delivered this many times (the pending
+    /// list's delivery count) is dead-lettered. A store that is unreachable never causes a
+    /// dead letter: those entries are retried until it answers, though their delivery count grows.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Timeout of one store request; must be well under `retry_interval`.
@@ -90,8 +91,8 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key: &str, msg: &str| Err(ConfigError::invalid(path, key, msg));
-        if !(1..=10_000).contains(&self.batch_size) {
-            return bad("batch_size", "must be between 1 and 10000");
+        if !(1..=1000).contains(&self.batch_size) {
+            return bad("batch_size", "must be between 1 and 1000");
         }
         if !(1..=256).contains(&self.concurrency) {
             return bad("concurrency", "must be between 1 and 256");

@@ -123,9 +123,12 @@ pub async fn run(
             "in-flight work did not finish in time; it stays pending and will be retried"
         );
         tasks.abort_all();
-    }
-    for domain in service.domains.iter() {
-        janitor::remove_self_if_idle(&ctx, domain).await;
+    } else {
+        // Only after a clean drain: an aborted XREADGROUP may still be served, and deleting the
+        // consumer would drop what it was given from the pending list.
+        for domain in service.domains.iter() {
+            janitor::remove_self_if_idle(&ctx, domain).await;
+        }
     }
     let _ = metrics.await;
     tracing::info!("deliver stopped");

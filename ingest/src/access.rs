@@ -3,7 +3,8 @@
 //! built with the new CRL, so new handshakes with a revoked certificate fail, and it swaps the
 //! set of revoked serials and disabled clients that [`crate::caller::Caller`] checks on every
 //! request, so connections opened before the revocation are refused too (403). No restart.
-//! While the store is unreachable the last known state stays in force.
+//! While the store is unreachable the last known state stays in force; until the first fetch
+//! succeeds, ingest refuses clients with 503 rather than admit a revoked one.
 
 use crate::AppState;
 use arc_swap::ArcSwap;
@@ -67,9 +68,9 @@ fn apply(
     let crls = CertificateRevocationListDer::pem_slice_iter(rev.crl_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
     tls.store(Arc::new(mb_shared::tls::server_config(files, crls)?));
-    app.refused.store(Arc::new(Refused {
+    app.refused.store(Some(Arc::new(Refused {
         serials: rev.revoked_serials.iter().cloned().collect(),
         client_ids: rev.disabled_client_ids.iter().cloned().collect(),
-    }));
+    })));
     Ok(())
 }

@@ -29,7 +29,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .as_ref()
             .as_ref()
             .map_err(|e| ApiError::Forbidden(format!("client certificate not usable: {e}")))?;
-        let refused = app.refused.load();
+        let refused = app
+            .refused
+            .load_full()
+            .ok_or(ApiError::AccessListNotLoaded)?;
         if refused.serials.contains(&peer.serial) {
             return Err(ApiError::Forbidden(
                 "this certificate has been revoked".into(),

@@ -24,6 +24,8 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("stream full")]
     QueueFull,
+    #[error("revocation list not loaded")]
+    AccessListNotLoaded,
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("redis unavailable: {0}")]
@@ -44,9 +46,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::QueueFull | ApiError::Redis(_) | ApiError::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueFull
+            | ApiError::AccessListNotLoaded
+            | ApiError::Redis(_)
+            | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -98,6 +101,12 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs } => (
                 "rate_limited",
                 format!("too many requests from this client; retry after {retry_after_secs} s"),
+                FieldErrors::new(),
+            ),
+            ApiError::AccessListNotLoaded => (
+                "starting",
+                "ingest has not loaded the revocation list from the store yet; retry later"
+                    .to_owned(),
                 FieldErrors::new(),
             ),
             ApiError::QueueFull => (

@@ -31,7 +31,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
     pub backlog: backlog::Backlog,
-    pub refused: ArcSwap<access::Refused>,
+    /// Revoked serials and disabled clients; `None` until first fetched from the store.
+    pub refused: arc_swap::ArcSwapOption<access::Refused>,
     pub rate_limiter: ratelimit::RateLimiter,
     pub idempotency_ttl_secs: u64,
 }
@@ -63,7 +64,7 @@ impl Service {
             keyring: Keyring::load(&cfg.keyring)?,
             hmac: HmacKey::load(&cfg.hmac_key)?,
             backlog: backlog::Backlog::new(&domains, cfg.max_stream_len),
-            refused: ArcSwap::from_pointee(access::Refused::default()),
+            refused: arc_swap::ArcSwapOption::empty(),
             rate_limiter: ratelimit::RateLimiter::new(cfg.rate_limit.clone()),
             domains,
             metrics,
@@ -90,8 +91,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Ready when Redis answers PING.
+/// Ready when the revocation list is loaded and Redis answers PING.
 async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if app.refused.load().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "revocation list not loaded yet",
+        );
+    }
     let mut con = app.redis.clone();
     match redis::cmd("PING").query_async::<String>(&mut con).await {
         Ok(_) => (StatusCode::OK, "ready"),

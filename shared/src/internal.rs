@@ -112,6 +112,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the server answered (with an error status), as opposed to being unreachable.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, ClientError::Status { .. })
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
     }

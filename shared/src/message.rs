@@ -92,8 +92,21 @@ impl fmt::Display for ClientId {
 
 /// A configured domain name, lowercase, without a trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct Domain(String);
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Domain::parse(&s)
+    }
+}
+
+impl From<Domain> for String {
+    fn from(d: Domain) -> String {
+        d.0
+    }
+}
 
 impl Domain {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -235,11 +248,11 @@ fn validate_metadata(meta: Option<&serde_json::Value>, errors: &mut FieldErrors)
             let parsed =
                 time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
             match parsed {
-                Ok(t) => Some(crate::format_rfc3339(t)),
-                Err(_) => {
+                Ok(t) if crate::to_storable_utc(t).is_some() => Some(crate::format_rfc3339(t)),
+                _ => {
                     errors.insert(
                         "metadata.timestamp".into(),
-                        "must be an RFC 3339 timestamp, e.g. 2025-10-20T12:34:56.789Z".into(),
+                        "must be an RFC 3339 timestamp between 1970 and 9999, e.g. 2025-10-20T12:34:56.789Z".into(),
                     );
                     None
                 }
@@ -252,10 +265,15 @@ fn validate_metadata(meta: Option<&serde_json::Value>, errors: &mut FieldErrors)
     }
 }
 
-/// The mask of a sender number kept for display: `+1234567890` → `+123****7890`.
+/// The mask of a sender number kept for display: `+1234567890` → `+123****7890`. It never
+/// shows more than about two thirds of the digits, and short numbers show only their last one.
 pub fn mask_sender(number: &str) -> String {
     let digits = &number[1.min(number.len())..];
-    let (head, tail) = if digits.len() >= 8 { (3, 4) } else { (1, 2) };
+    let (head, tail) = match digits.len() {
+        10.. => (3, 4),
+        7..=9 => (2, 2),
+        _ => (0, 1),
+    };
     let head = &digits[..head.min(digits.len())];
     let tail = &digits[digits.len().saturating_sub(tail)..];
     format!("+{head}****{tail}")
@@ -371,6 +389,13 @@ mod tests {
 
     #[test]
     fn metadata_client_id_is_ignored_and_timestamp_normalised() {
+        let far = json!({"sender_number": "+1234567890", "message_body": "hi",
+                       "metadata": {"timestamp": "9999-12-31T23:59:59-01:00"}});
+        assert!(
+            MessageIn::from_json(&far)
+                .unwrap_err()
+                .contains_key("metadata.timestamp")
+        );
         let v = json!({"sender_number": "+1234567890", "message_body": "hi",
                        "metadata": {"client_id": "x", "timestamp": "2025-10-20T14:34:56.789+02:00"}});
         let m = MessageIn::from_json(&v).unwrap();
@@ -395,7 +420,8 @@ mod tests {
     #[test]
     fn masks_sender_numbers() {
         assert_eq!(mask_sender("+1234567890"), "+123****7890");
-        assert_eq!(mask_sender("+4912"), "+4****12");
+        assert_eq!(mask_sender("+4912"), "+****2");
+        assert_eq!(mask_sender("+49123456"), "+49****56");
     }
 
     #[test]

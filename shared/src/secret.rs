@@ -38,19 +38,29 @@ pub fn read_private_file(path: &Path) -> Result<Vec<u8>, SecretError> {
     })
 }
 
-/// Writes a secret file with mode 0600 from the moment it exists.
+/// Writes a secret file with mode 0600 from the moment it exists. The new contents go to a
+/// temporary file that is synced and then renamed over the old one, so a crash never leaves a
+/// half-written keyring.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(contents)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A string that never shows itself in `Debug` or `Display` output.

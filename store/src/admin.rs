@@ -5,19 +5,37 @@
 use crate::AppState;
 use crate::certs::{self, CertRow, Kind, Selector};
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::http::request::Parts;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use mb_shared::message::Domain;
 use mb_shared::server::Peer;
 use std::sync::Arc;
 
-/// The administrator making the request (their certificate's CN).
-#[derive(Clone)]
+/// The administrator making the request: a certificate with OU `mb-admins` whose row in
+/// `clients` is an active admin certificate (so revoking or disabling it takes effect at once).
 struct Admin(String);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let forbidden =
+            || ApiError::Forbidden("an active administrator certificate is required".into());
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .and_then(|p| p.as_ref().as_ref().ok())
+            .filter(|p| p.is_admin())
+            .ok_or_else(forbidden)?;
+        if !certs::is_active_admin(&app.db, peer.client_id.as_str()).await? {
+            return Err(forbidden());
+        }
+        Ok(Admin(peer.common_name.clone()))
+    }
+}
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -26,19 +44,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/certificates/revoke", post(revoke))
         .route("/admin/clients/disable", post(disable))
         .route("/admin/clients/enable", post(enable))
-        .route_layer(middleware::from_fn(require_admin))
-}
-
-async fn require_admin(mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let admin = req
-        .extensions()
-        .get::<Peer>()
-        .and_then(|p| p.as_ref().as_ref().ok())
-        .filter(|p| p.is_admin())
-        .map(|p| Admin(p.common_name.clone()))
-        .ok_or_else(|| ApiError::Forbidden("an administrator certificate is required".into()))?;
-    req.extensions_mut().insert(admin);
-    Ok(next.run(req).await)
 }
 
 fn actor(admin: &Admin) -> String {
@@ -94,13 +99,16 @@ fn configured_domain(app: &AppState, d: &str) -> Result<Domain, ApiError> {
         .ok_or_else(|| ApiError::Unprocessable(format!("domain `{d}` is not configured")))
 }
 
-async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Vec<CertRow>>, ApiError> {
+async fn list(
+    State(app): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Result<Json<Vec<CertRow>>, ApiError> {
     Ok(Json(certs::list(&app.db).await?))
 }
 
 async fn issue(
     State(app): State<Arc<AppState>>,
-    Extension(admin): Extension<Admin>,
+    admin: Admin,
     Json(req): Json<IssueIn>,
 ) -> Result<(StatusCode, Json<IssuedOut>), ApiError> {
     let domain = configured_domain(&app, &req.domain)?;
@@ -128,7 +136,7 @@ struct RenewIn {
 
 async fn renew(
     State(app): State<Arc<AppState>>,
-    Extension(admin): Extension<Admin>,
+    admin: Admin,
     Json(req): Json<RenewIn>,
 ) -> Result<(StatusCode, Json<IssuedOut>), ApiError> {
     let domain = configured_domain(&app, &req.domain)?;
@@ -172,7 +180,7 @@ fn selector<'a>(req: &'a SelectIn, domain: &'a Option<Domain>) -> Result<Selecto
 
 async fn revoke(
     State(app): State<Arc<AppState>>,
-    Extension(admin): Extension<Admin>,
+    admin: Admin,
     Json(req): Json<SelectIn>,
 ) -> Result<Json<ChangedOut>, ApiError> {
     let domain = req
@@ -186,7 +194,7 @@ async fn revoke(
 
 async fn disable(
     State(app): State<Arc<AppState>>,
-    Extension(admin): Extension<Admin>,
+    admin: Admin,
     Json(req): Json<SelectIn>,
 ) -> Result<Json<ChangedOut>, ApiError> {
     set_disabled(&app, &admin, req, true).await
@@ -194,7 +202,7 @@ async fn disable(
 
 async fn enable(
     State(app): State<Arc<AppState>>,
-    Extension(admin): Extension<Admin>,
+    admin: Admin,
     Json(req): Json<SelectIn>,
 ) -> Result<Json<ChangedOut>, ApiError> {
     set_disabled(&app, &admin, req, false).await

@@ -362,6 +362,21 @@ pub async fn list(db: &Db) -> Result<Vec<CertRow>, CertError> {
         .collect())
 }
 
+/// Whether `fingerprint` belongs to an active administrator certificate.
+pub async fn is_active_admin(db: &Db, fingerprint: &str) -> Result<bool, CertError> {
+    let row: Option<u8> = db
+        .pool()
+        .get_conn()
+        .await?
+        .exec_first(
+            "SELECT 1 FROM clients WHERE fingerprint = ? AND kind = 'admin' AND status = 'active' \
+             AND not_after > UTC_TIMESTAMP()",
+            (fingerprint,),
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// What ingest needs to refuse revoked and disabled clients.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Revocations {

@@ -165,7 +165,7 @@ fn truncate(s: &str, max_chars: usize) -> String {
 pub fn to_mysql_datetime(rfc3339: &str) -> Option<String> {
     let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()?;
-    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = mb_shared::to_storable_utc(t)?;
     Some(format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
         t.year(),

@@ -110,11 +110,10 @@ fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
     if e.body.len() > MAX_CIPHERTEXT_LEN {
         return Err("body ciphertext is too long".into());
     }
-    let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if !is_hex64(&e.sender_hash) || !is_hex64(e.client_id.as_str()) {
         return Err("sender_hash and client_id must be 64 hex digits".into());
     }
-    if mb_shared::message::is_e164(&e.sender_mask) || e.sender_mask.len() > 24 {
+    if !is_mask(&e.sender_mask) {
         return Err("sender_mask is not a mask".into());
     }
     if crate::db::to_mysql_datetime(&e.queued_at).is_none() {
@@ -123,11 +122,42 @@ fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
     Ok(())
 }
 
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_mask(s: &str) -> bool {
+    s.len() <= 24 && s.contains("****")
+}
+
+/// A failed message is recorded whatever was wrong with it, so the dead-letter move can never be
+/// blocked by a bad row; fields that are not what they should be are blanked rather than stored
+/// (a "mask" that is not masked could be a phone number, a "body" that is not ciphertext could be
+/// readable text).
+fn sanitize(d: &mut Delivery) {
+    let e = &mut d.entry;
+    if !is_mask(&e.sender_mask) {
+        e.sender_mask = "invalid".into();
+    }
+    if mb_shared::crypto::key_id(&e.body).is_none() || e.body.len() > MAX_CIPHERTEXT_LEN {
+        e.body = String::new();
+    }
+    if !is_hex64(&e.sender_hash) {
+        e.sender_hash = String::new();
+    }
+    if !is_hex64(e.client_id.as_str()) {
+        e.client_id = mb_shared::message::ClientId(String::new());
+    }
+}
+
 async fn failed(
     State(app): State<Arc<AppState>>,
     body: Result<Json<FailedIn>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(mut batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    for f in &mut batch.messages {
+        sanitize(&mut f.delivery);
+    }
     app.db.upsert_failed(&batch.messages).await?;
     app.metrics.failed.inc_by(batch.messages.len() as u64);
     for f in &batch.messages {

@@ -71,6 +71,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crl", get(revocation::crl))
         .merge(internal::router())
         .merge(admin::router())
+        // A full deliver batch (1000 entries of at most ~7 KiB each) fits.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
 }
 

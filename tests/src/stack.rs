@@ -141,6 +141,7 @@ impl Stack {
         stack.start_store().await;
         stack.ingest.start();
         wait_for(&mut stack.ingest, ingest_port).await;
+        stack.wait_ingest_ready(ingest_port).await;
         if opts.start_deliver {
             stack.start_deliver().await;
         }
@@ -219,7 +220,20 @@ impl Stack {
         );
         p.start();
         wait_for(&mut p, port).await;
+        self.wait_ingest_ready(port).await;
         (p, port)
+    }
+
+    /// Waits until the ingest on `port` answers /readyz with 200 (Redis reachable, revocation
+    /// list loaded from the store).
+    pub async fn wait_ingest_ready(&self, port: u16) {
+        let tls = self.service_tls("deliver");
+        let probe = self.client_with(&format!("https://localhost:{port}"), &tls.cert, &tls.key);
+        crate::eventually(Duration::from_secs(30), "ingest /readyz", || {
+            let probe = probe.clone();
+            async move { (probe.get("/readyz").await.ok()?.status == 200).then_some(()) }
+        })
+        .await;
     }
 
     /// An API client for `base` with the given certificate files.

@@ -127,6 +127,15 @@ async fn certificates_from_mbctl_and_the_admin_api_both_submit_and_are_listed_an
             .any(|c| c["common_name"] == "apiclient.example.com")
     );
 
+    // A revoked administrator loses the admin API at once.
+    assert!(
+        stack
+            .mbctl(&["cert", "revoke", "root", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    assert_eq!(admin.get("/admin/certificates").await.unwrap().status, 403);
+
     let audit: Vec<(String, String, String)> = stack
         .db
         .query("SELECT actor, action, target FROM audit_log ORDER BY id")
@@ -414,4 +423,33 @@ async fn rate_limit_holds_across_two_ingest_instances_and_spares_other_clients()
         (rate - LIMIT).abs() <= LIMIT * 0.05,
         "combined rate {rate:.1}/s, limit {LIMIT}/s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_started_while_the_store_is_down_admits_nobody_until_it_knows_the_revocations() {
+    let mut stack = Stack::start(no_deliver()).await;
+    let alice = stack.client("alice");
+    stack.store.stop();
+    stack.ingest.stop();
+    stack.ingest.start();
+    let ingest_port = stack.ingest_port;
+    let c = alice.clone();
+    let refused = eventually(Duration::from_secs(20), "ingest to answer", || {
+        let c = c.clone();
+        async move { c.submit(&message("+14155550123", "early")).await.ok() }
+    })
+    .await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json);
+    assert_eq!(refused.json["error"]["code"], "starting");
+    stack.start_store().await;
+    stack.wait_ingest_ready(ingest_port).await;
+    assert_eq!(
+        alice
+            .submit(&message("+14155550123", "later"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    assert_eq!(stack.stream_state().await.0, 1);
 }

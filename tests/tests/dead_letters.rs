@@ -19,7 +19,7 @@ async fn refused_message_is_dead_lettered_after_max_attempts_and_redrive_deliver
     assert_eq!(Keyring::add_key_to_file(&keyring).unwrap(), 2);
     stack.ingest.stop();
     stack.ingest.start();
-    mb_e2e::wait_for_port(stack.ingest_port, Duration::from_secs(20), "ingest").await;
+    stack.wait_ingest_ready(stack.ingest_port).await;
 
     let c = stack.client("alice");
     let ans = c

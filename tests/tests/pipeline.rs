@@ -90,6 +90,14 @@ async fn invalid_submissions_get_their_status_and_name_the_field_and_enqueue_not
             "metadata.timestamp",
         ),
         ("missing sender", r#"{"message_body":"x"}"#.into(), &json, 422, "sender_number"),
+        (
+            "timestamp past year 9999 in UTC",
+            r#"{"sender_number":"+14155550123","message_body":"x","metadata":{"timestamp":"9999-12-31T23:59:59-01:00"}}"#
+                .into(),
+            &json,
+            422,
+            "metadata.timestamp",
+        ),
         ("malformed JSON", r#"{"sender_number": "+1415"#.into(), &json, 400, ""),
         ("wrong content type", message("+14155550123", "x").to_string(), &[("content-type", "text/plain")], 415, "content-type"),
         (

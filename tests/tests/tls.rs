@@ -39,7 +39,14 @@ async fn handshake_without_certificate_or_from_another_ca_is_refused() {
         );
     };
     run(&["init"]);
-    run(&["cert", "issue", "mallory", "--domain", "example.com"]);
+    run(&[
+        "cert",
+        "issue",
+        "mallory",
+        "--domain",
+        "example.com",
+        "--offline",
+    ]);
     let dir = other.path().join("certs/clients");
     let foreign = ApiClient::new(
         &stack.ingest_url(),

@@ -24,6 +24,10 @@ pub enum CertCommand {
         /// An administrator certificate for the store's /admin API instead of an ingest client.
         #[arg(long)]
         admin: bool,
+        /// Sign without recording the certificate in the database. Such a certificate cannot
+        /// be listed, revoked or disabled: only for a CA that is not this broker's.
+        #[arg(long)]
+        offline: bool,
     },
     /// A new certificate with the same CN; the old one stays valid until it expires.
     Renew {
@@ -85,28 +89,23 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
             out,
             days,
             admin,
+            offline,
         } => {
             let d = domain(d)?;
             let kind = if *admin { Kind::Admin } else { Kind::Client };
             let ca = ca()?;
-            let issued = match &cli.mysql_url {
-                Some(_) => {
-                    let db = db()?;
-                    let issued = certs::issue(&db, &ca, name, &d, kind, *days, &actor()).await;
-                    db.close().await;
-                    issued?
-                }
-                None => {
-                    eprintln!(
-                        "note: no --mysql-url, so the certificate is not recorded in the clients table"
-                    );
-                    let profile = if *admin {
-                        crate::ca::Profile::Admin
-                    } else {
-                        crate::ca::Profile::Client
-                    };
-                    ca.issue(&format!("{name}.{d}"), profile, *days)?
-                }
+            let issued = if *offline {
+                let profile = if *admin {
+                    crate::ca::Profile::Admin
+                } else {
+                    crate::ca::Profile::Client
+                };
+                ca.issue(&format!("{name}.{d}"), profile, *days)?
+            } else {
+                let db = db()?;
+                let issued = certs::issue(&db, &ca, name, &d, kind, *days, &actor()).await;
+                db.close().await;
+                issued?
             };
             print_issued(cli, name, &d, out, &issued)
         }
