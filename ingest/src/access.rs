@@ -67,7 +67,7 @@ fn apply(
 ) -> anyhow::Result<()> {
     let crls = CertificateRevocationListDer::pem_slice_iter(rev.crl_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
-    tls.store(Arc::new(mb_shared::tls::server_config(files, crls)?));
+    tls.store(Arc::new(crate::server_tls(&app.domains, files, crls)?));
     app.refused.store(Some(Arc::new(Refused {
         serials: rev.revoked_serials.iter().cloned().collect(),
         client_ids: rev.disabled_client_ids.iter().cloned().collect(),

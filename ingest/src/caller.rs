@@ -53,6 +53,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 ApiError::Forbidden("the certificate's CN names no configured domain".into())
             })?
             .clone();
+        // A domain with its own CA takes certificates from that CA only, and a domain CA
+        // vouches for its own domain only.
+        let issued_by = app.ca_domains.get(&peer.issuer);
+        let own_ca = app.domains.own_ca(&domain).is_some();
+        if issued_by.is_some_and(|d| *d != domain) || own_ca != issued_by.is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "the certificate was not issued by the CA that domain `{domain}` uses"
+            )));
+        }
         if let Some(named) = request_host(parts).and_then(|h| app.domains.get(h))
             && *named != domain
         {

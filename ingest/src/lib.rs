@@ -28,6 +28,8 @@ pub struct AppState {
     pub keyring: Keyring,
     pub hmac: HmacKey,
     pub domains: Domains,
+    /// Subject DN of each domain's own CA → that domain.
+    pub ca_domains: std::collections::HashMap<Vec<u8>, mb_shared::message::Domain>,
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
     pub backlog: backlog::Backlog,
@@ -48,7 +50,9 @@ pub struct Service {
 
 impl Service {
     pub fn load(cfg: &config::Config) -> anyhow::Result<Self> {
-        let tls = mb_shared::tls::server_config(&cfg.tls, Vec::new())?;
+        let domains = Domains::load(&cfg.domains_file)?;
+        let tls = server_tls(&domains, &cfg.tls, Vec::new())?;
+        let ca_domains = domain_ca_subjects(&domains)?;
         let store = InternalClient::new(
             &cfg.store_url,
             mb_shared::tls::client_config(&cfg.client_tls)?,
@@ -56,7 +60,6 @@ impl Service {
         );
         let mut registry = prometheus_client::registry::Registry::with_prefix("mb_ingest");
         let metrics = metrics::Metrics::register(&mut registry);
-        let domains = Domains::load(&cfg.domains_file)?;
         let state = AppState {
             redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
             submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
@@ -67,6 +70,7 @@ impl Service {
             refused: arc_swap::ArcSwapOption::empty(),
             rate_limiter: ratelimit::RateLimiter::new(cfg.rate_limit.clone()),
             domains,
+            ca_domains,
             metrics,
             max_body_bytes: cfg.max_body_bytes,
             idempotency_ttl_secs: cfg.idempotency_ttl.as_secs(),
@@ -79,6 +83,29 @@ impl Service {
             registry,
         })
     }
+}
+
+/// Ingest's TLS: clients of the main CA and of the domains' own CAs, minus `crls`.
+pub fn server_tls(
+    domains: &Domains,
+    files: &mb_shared::config::TlsFiles,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+) -> Result<rustls::ServerConfig, mb_shared::tls::TlsError> {
+    let extra: Vec<&std::path::Path> = domains.own_cas().iter().map(|c| c.cert.as_path()).collect();
+    mb_shared::tls::server_config(files, &extra, crls)
+}
+
+fn domain_ca_subjects(
+    domains: &Domains,
+) -> anyhow::Result<std::collections::HashMap<Vec<u8>, mb_shared::message::Domain>> {
+    let mut out = std::collections::HashMap::new();
+    for ca in domains.own_cas() {
+        for der in mb_shared::tls::load_certs(&ca.cert)? {
+            let subject = mb_shared::identity::subject_of(&der).map_err(anyhow::Error::msg)?;
+            out.insert(subject, ca.domain.clone());
+        }
+    }
+    Ok(out)
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -1,7 +1,12 @@
 //! The configured domains (`domains.yaml`) and how a certificate CN maps onto one.
+//!
+//! A domain may have a CA of its own (`ca`, and `ca_key` where certificates are issued and CRLs
+//! signed): then its clients' certificates must come from that CA, and that CA vouches for no
+//! other domain.
 
+use crate::config::ConfigError;
 use crate::message::Domain;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,20 +18,52 @@ pub struct DomainsFile {
 #[serde(deny_unknown_fields)]
 pub struct DomainEntry {
     pub name: String,
+    /// This domain's own CA certificate (optional).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Its key (mode 0600), needed where certificates are issued: mb-store and mbctl.
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+}
+
+/// A domain's own certificate authority.
+#[derive(Debug, Clone)]
+pub struct DomainCa {
+    pub domain: Domain,
+    pub cert: PathBuf,
+    pub key: Option<PathBuf>,
 }
 
 /// The set of domains this deployment serves.
 #[derive(Debug, Clone)]
 pub struct Domains {
     names: Vec<Domain>,
+    cas: Vec<DomainCa>,
 }
 
 impl Domains {
-    pub fn load(path: &Path) -> Result<Self, crate::config::ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file: DomainsFile = crate::config::load(path)?;
-        Self::from_names(file.domains.into_iter().map(|d| d.name)).map_err(|(i, m)| {
-            crate::config::ConfigError::invalid(path, &format!("domains[{i}].name"), m)
-        })
+        let mut domains = Self::from_names(file.domains.iter().map(|d| d.name.clone()))
+            .map_err(|(i, m)| ConfigError::invalid(path, &format!("domains[{i}].name"), m))?;
+        for (i, entry) in file.domains.into_iter().enumerate() {
+            match (entry.ca, entry.ca_key) {
+                (Some(cert), key) => domains.cas.push(DomainCa {
+                    domain: domains.names[i].clone(),
+                    cert,
+                    key,
+                }),
+                (None, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        &format!("domains[{i}].ca_key"),
+                        "ca_key needs ca",
+                    ));
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(domains)
     }
 
     /// Builds the set; returns the index and reason of the first invalid name.
@@ -42,11 +79,23 @@ impl Domains {
         if out.is_empty() {
             return Err((0, "at least one domain must be configured".into()));
         }
-        Ok(Self { names: out })
+        Ok(Self {
+            names: out,
+            cas: Vec::new(),
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Domain> {
         self.names.iter()
+    }
+
+    /// The domains that have a CA of their own.
+    pub fn own_cas(&self) -> &[DomainCa] {
+        &self.cas
+    }
+
+    pub fn own_ca(&self, domain: &Domain) -> Option<&DomainCa> {
+        self.cas.iter().find(|c| c.domain == *domain)
     }
 
     pub fn get(&self, name: &str) -> Option<&Domain> {
@@ -89,5 +138,29 @@ mod tests {
         assert!(d.for_common_name("example.com").is_none());
         assert!(d.for_common_name("demo.badexample.com").is_none());
         assert!(d.for_common_name("demo.other.org").is_none());
+    }
+
+    #[test]
+    fn a_domain_may_name_its_own_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("domains.yaml");
+        std::fs::write(
+            &path,
+            "domains:\n  - name: a.com\n  - name: b.com\n    ca: /x/b.crt\n",
+        )
+        .unwrap();
+        let d = Domains::load(&path).unwrap();
+        assert!(d.own_ca(&Domain::parse("a.com").unwrap()).is_none());
+        assert_eq!(
+            d.own_ca(&Domain::parse("b.com").unwrap()).unwrap().cert,
+            PathBuf::from("/x/b.crt")
+        );
+        std::fs::write(&path, "domains:\n  - name: a.com\n    ca_key: /x/k\n").unwrap();
+        assert!(
+            Domains::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("domains[0].ca_key")
+        );
     }
 }

@@ -19,6 +19,15 @@ pub struct PeerIdentity {
     pub serial: String,
     /// Expiry, seconds since the Unix epoch.
     pub not_after: i64,
+    /// The issuer's distinguished name (DER), to tell which CA signed it.
+    pub issuer: Vec<u8>,
+}
+
+/// The subject distinguished name (DER) of a certificate, e.g. of a CA.
+pub fn subject_of(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unparseable certificate: {e}"))?;
+    Ok(cert.subject().as_raw().to_vec())
 }
 
 impl PeerIdentity {
@@ -46,6 +55,7 @@ impl PeerIdentity {
                 .replace(':', "")
                 .to_ascii_lowercase(),
             not_after: cert.validity().not_after.timestamp(),
+            issuer: cert.issuer().as_raw().to_vec(),
         })
     }
 

@@ -72,12 +72,22 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// TLS 1.3 server that requires a client certificate chaining to `files.ca` and not on `crls`.
+/// TLS 1.3 server that requires a client certificate chaining to `files.ca` (or one of
+/// `extra_cas`, the domains' own CAs) and not on `crls`.
 pub fn server_config(
     files: &TlsFiles,
+    extra_cas: &[&Path],
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots(&files.ca)?))
+    let mut roots = roots(&files.ca)?;
+    for ca in extra_cas {
+        for c in load_certs(ca)? {
+            roots
+                .add(c)
+                .map_err(|e| TlsError::Config(format!("CA {}: {e}", ca.display())))?;
+        }
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
         .with_crls(crls)
         .allow_unknown_revocation_status()
         .build()

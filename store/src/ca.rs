@@ -67,14 +67,14 @@ pub struct Ca {
 }
 
 impl Ca {
-    /// Creates a new CA (10 years) and writes its certificate and key.
-    pub fn create(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
+    /// Creates a new CA (10 years) named `common_name` and writes its certificate and key.
+    pub fn create(cert_path: &Path, key_path: &Path, common_name: &str) -> Result<Self, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::CommonName, "mb certificate authority");
+            .push(DnType::CommonName, common_name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "mb");

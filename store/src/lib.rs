@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 pub struct AppState {
     pub db: db::Db,
     pub ca: ca::Ca,
+    /// The domains' own CAs, where configured.
+    pub domain_cas: Vec<(mb_shared::message::Domain, ca::Ca)>,
     pub crl: revocation::CrlCache,
     pub keyring: Keyring,
     pub domains: Domains,
@@ -42,18 +44,30 @@ impl Service {
     pub async fn load(cfg: &config::Config) -> anyhow::Result<Self> {
         let keyring = Keyring::load(&cfg.keyring)?;
         let domains = Domains::load(&cfg.domains_file)?;
-        let tls = mb_shared::tls::server_config(&cfg.tls, Vec::new())?;
+        let tls = mb_shared::tls::server_config(&cfg.tls, &[], Vec::new())?;
         let db = db::Db::connect(cfg.mysql_url.expose(), cfg.mysql_pool_max)?;
         if cfg.migrate_on_start {
             db.migrate().await?;
         }
         let ca = ca::Ca::load(&cfg.ca_cert, &cfg.ca_key)?;
+        let mut domain_cas = Vec::new();
+        for dca in domains.own_cas() {
+            let key = dca.key.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: domain {} has its own CA but no ca_key; the store signs its CRLs and certificates",
+                    cfg.domains_file.display(),
+                    dca.domain
+                )
+            })?;
+            domain_cas.push((dca.domain.clone(), ca::Ca::load(&dca.cert, key)?));
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         Ok(Self {
             state: Arc::new(AppState {
                 db,
                 ca,
+                domain_cas,
                 crl: Default::default(),
                 keyring,
                 domains,
@@ -62,6 +76,16 @@ impl Service {
             tls,
             registry,
         })
+    }
+}
+
+impl AppState {
+    /// The CA that issues certificates for `domain`: its own, or the broker's.
+    pub fn ca_for(&self, domain: &mb_shared::message::Domain) -> &ca::Ca {
+        self.domain_cas
+            .iter()
+            .find(|(d, _)| d == domain)
+            .map_or(&self.ca, |(_, ca)| ca)
     }
 }
 

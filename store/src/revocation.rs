@@ -32,10 +32,18 @@ async fn current(app: &AppState) -> Result<(Revocations, String), ApiError> {
     {
         return Ok((rev, pem.clone()));
     }
-    let pem = app
+    // One CRL per CA. Each lists every revoked serial: an entry for another CA's certificate
+    // never matches (CRLs are matched by issuer), and serials are random 127-bit numbers.
+    let mut pem = app
         .ca
         .crl(&rev.revoked, now as u64, CRL_VALIDITY)
         .map_err(ApiError::from_ca)?;
+    for (_, ca) in &app.domain_cas {
+        pem.push_str(
+            &ca.crl(&rev.revoked, now as u64, CRL_VALIDITY)
+                .map_err(ApiError::from_ca)?,
+        );
+    }
     *cache = Some((rev.clone(), now, pem.clone()));
     Ok((rev, pem))
 }

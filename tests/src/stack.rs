@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub separate_store_keyring: bool,
     /// YAML for ingest's `rate_limit` key, e.g. `{max_requests: 50, window_seconds: 1}`.
     pub rate_limit: Option<&'static str>,
+    /// Give the second domain, other.org, a CA of its own (`mbctl ca create-domain`).
+    pub other_org_own_ca: bool,
 }
 
 impl Default for StackOptions {
@@ -36,6 +38,7 @@ impl Default for StackOptions {
             batch_size: 64,
             separate_store_keyring: false,
             rate_limit: None,
+            other_org_own_ca: false,
         }
     }
 }
@@ -67,9 +70,22 @@ impl Stack {
             "mbctl init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut other = "  - name: other.org\n".to_owned();
+        if opts.other_org_own_ca {
+            let out = run_mbctl(&h, &["ca", "create-domain", "other.org"], &[]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            other += &format!(
+                "    ca: {h}/certs/domains/other.org.crt\n    ca_key: {h}/secrets/domains/other.org.key\n",
+                h = h.display()
+            );
+        }
         std::fs::write(
             h.join("domains.yaml"),
-            format!("domains:\n  - name: {DOMAIN}\n  - name: other.org\n"),
+            format!("domains:\n  - name: {DOMAIN}\n{other}"),
         )
         .expect("domains.yaml");
         if opts.separate_store_keyring {

@@ -453,3 +453,87 @@ async fn ingest_started_while_the_store_is_down_admits_nobody_until_it_knows_the
     );
     assert_eq!(stack.stream_state().await.0, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_domain_with_its_own_ca_takes_certificates_from_that_ca_only() {
+    let stack = Stack::start(StackOptions {
+        start_deliver: false,
+        other_org_own_ca: true,
+        ..Default::default()
+    })
+    .await;
+    let h = stack.home().to_path_buf();
+    let (c, k) = stack.issue_client("alice", "other.org");
+    let alice = stack.client_with(&stack.ingest_url(), &c, &k);
+    let ok = alice
+        .submit(&message("+14155550123", "own CA"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 202, "{:?}", ok.json);
+    assert_eq!(ok.json["domain"], "other.org");
+    assert_eq!(
+        stack
+            .client("bob")
+            .submit(&message("+14155550123", "main CA"))
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+
+    let issue = |ca: &mb_store::ca::Ca, cn: &str, name: &str| {
+        let dir = h.join("rogue");
+        ca.issue(cn, mb_store::ca::Profile::Client, 30)
+            .unwrap()
+            .write(&dir, name)
+            .unwrap();
+        stack.client_with(
+            &stack.ingest_url(),
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )
+    };
+    let main_ca =
+        mb_store::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
+    let domain_ca = mb_store::ca::Ca::load(
+        &h.join("certs/domains/other.org.crt"),
+        &h.join("secrets/domains/other.org.key"),
+    )
+    .unwrap();
+    let eve = issue(&main_ca, "eve.other.org", "eve");
+    assert_eq!(
+        eve.submit(&message("+14155550123", "x"))
+            .await
+            .unwrap()
+            .status,
+        403,
+        "main CA for other.org"
+    );
+    let mallory = issue(&domain_ca, "mallory.example.com", "mallory");
+    assert_eq!(
+        mallory
+            .submit(&message("+14155550123", "x"))
+            .await
+            .unwrap()
+            .status,
+        403,
+        "other.org's CA for example.com"
+    );
+
+    // Revocation covers the domain CA's certificates too, at the handshake.
+    assert!(
+        stack
+            .mbctl(&["cert", "revoke", "alice", "--domain", "other.org"])
+            .status
+            .success()
+    );
+    eventually(Duration::from_secs(3), "new handshakes refused", || async {
+        let fresh = stack.client_with(&stack.ingest_url(), &c, &k);
+        fresh
+            .submit(&message("+14155550123", "x"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+}

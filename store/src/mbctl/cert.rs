@@ -75,11 +75,17 @@ fn domain(d: &str) -> anyhow::Result<Domain> {
 }
 
 pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
-    let ca = || {
-        Ca::load(
-            &cli.certs_dir().join("ca.crt"),
-            &cli.secrets_dir().join("ca.key"),
-        )
+    // A domain with its own CA (`mbctl ca create-domain`) has its certificates issued by it.
+    let ca = |d: &Domain| {
+        let own = cli.certs_dir().join(format!("domains/{d}.crt"));
+        if own.exists() {
+            Ca::load(&own, &cli.secrets_dir().join(format!("domains/{d}.key")))
+        } else {
+            Ca::load(
+                &cli.certs_dir().join("ca.crt"),
+                &cli.secrets_dir().join("ca.key"),
+            )
+        }
     };
     let db = || -> anyhow::Result<Db> { Ok(Db::connect(cli.mysql_url()?, 2)?) };
     match cmd {
@@ -93,7 +99,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let d = domain(d)?;
             let kind = if *admin { Kind::Admin } else { Kind::Client };
-            let ca = ca()?;
+            let ca = ca(&d)?;
             let issued = if *offline {
                 let profile = if *admin {
                     crate::ca::Profile::Admin
@@ -117,7 +123,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let d = domain(d)?;
             let db = db()?;
-            let issued = certs::renew(&db, &ca()?, name, &d, *days, &actor()).await;
+            let issued = certs::renew(&db, &ca(&d)?, name, &d, *days, &actor()).await;
             db.close().await;
             print_issued(cli, name, &d, out, &issued?)
         }

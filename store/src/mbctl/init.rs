@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
         println!("kept     {}", ca_crt.display());
         Ca::load(&ca_crt, &ca_key)?
     } else {
-        let ca = Ca::create(&ca_crt, &ca_key)?;
+        let ca = Ca::create(&ca_crt, &ca_key, "mb certificate authority")?;
         println!("created  {} (key {})", ca_crt.display(), ca_key.display());
         ca
     };

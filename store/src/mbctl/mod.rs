@@ -1,6 +1,7 @@
 //! `mbctl`, the operator's command line: set up secrets and certificates, issue client
 //! certificates, look at the streams and dead letters, apply migrations.
 
+mod ca;
 mod cert;
 mod init;
 mod streams;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Client certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Certificate authorities of individual domains.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Per-domain stream length, pending entries, consumers and dead letters.
     Streams,
     /// Dead letters of a domain.
@@ -66,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init(args) => init::run(&cli, args),
         Command::Cert(cmd) => cert::run(&cli, cmd).await,
+        Command::Ca(cmd) => ca::run(&cli, cmd),
         Command::Streams => streams::show(cli.redis_url()?).await,
         Command::Dead(cmd) => streams::dead(cli.redis_url()?, cmd).await,
         Command::Migrate => {
