@@ -97,14 +97,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut metrics_stop = stop_rx.clone();
-    let metrics = tokio::spawn(mb_shared::telemetry::serve_metrics(
-        metrics_listener,
-        Arc::new(service.registry),
-        async move {
-            let _ = metrics_stop.wait_for(|s| *s).await;
-        },
-    ));
+    let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let ctx = service.ctx;
     tracing::info!(consumer = %ctx.consumer, domains = service.domains.iter().count(), "deliver starting");
     let mut tasks = tokio::task::JoinSet::new();
@@ -130,7 +123,7 @@ pub async fn run(
             janitor::remove_self_if_idle(&ctx, domain).await;
         }
     }
-    let _ = metrics.await;
+    metrics.stop().await;
     tracing::info!("deliver stopped");
     Ok(())
 }

@@ -140,15 +140,7 @@ pub async fn run(
     metrics_listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut metrics_stop = stop_rx.clone();
-    let metrics = tokio::spawn(mb_shared::telemetry::serve_metrics(
-        metrics_listener,
-        Arc::new(service.registry),
-        async move {
-            let _ = metrics_stop.wait_for(|s| *s).await;
-        },
-    ));
+    let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let state = service.state;
     let backlog = {
@@ -165,7 +157,6 @@ pub async fn run(
     mb_shared::server::serve_mtls(listener, tls, router(state), shutdown).await;
     backlog.abort();
     revocations.abort();
-    let _ = stop_tx.send(true);
-    let _ = metrics.await;
+    metrics.stop().await;
     Ok(())
 }

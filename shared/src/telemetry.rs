@@ -25,6 +25,27 @@ pub fn init_tracing() {
     }
 }
 
+/// A `/metrics` listener running in the background; [`MetricsServer::stop`] ends it.
+pub struct MetricsServer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    pub fn spawn(listener: TcpListener, registry: Registry) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve_metrics(listener, Arc::new(registry), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Self { stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Serves `GET /metrics` (OpenMetrics text) on `listener` until `shutdown`.
 pub async fn serve_metrics(
     listener: TcpListener,

@@ -30,6 +30,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub fn profile(self) -> Profile<'static> {
+        match self {
+            Kind::Client => Profile::Client,
+            Kind::Admin => Profile::Admin,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::Client => "client",
@@ -87,11 +94,7 @@ pub async fn issue(
         return Err(CertError::Invalid("validity must be 1 to 3650 days".into()));
     }
     let cn = format!("{name}.{domain}");
-    let profile = match kind {
-        Kind::Client => Profile::Client,
-        Kind::Admin => Profile::Admin,
-    };
-    let issued = ca.issue(&cn, profile, days)?;
+    let issued = ca.issue(&cn, kind.profile(), days)?;
     record(
         db,
         name,
@@ -136,11 +139,7 @@ pub async fn renew(
         Kind::Client
     };
     let cn = format!("{name}.{domain}");
-    let profile = match kind {
-        Kind::Client => Profile::Client,
-        Kind::Admin => Profile::Admin,
-    };
-    let issued = ca.issue(&cn, profile, days)?;
+    let issued = ca.issue(&cn, kind.profile(), days)?;
     let previous: Vec<&str> = current.iter().map(|(s, _)| s.as_str()).collect();
     let details = format!("previous serials still valid: {}", previous.join(","));
     record(

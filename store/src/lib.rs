@@ -108,23 +108,14 @@ pub async fn run(
     metrics_listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut metrics_stop = stop_rx.clone();
-    let metrics = tokio::spawn(mb_shared::telemetry::serve_metrics(
-        metrics_listener,
-        Arc::new(service.registry),
-        async move {
-            let _ = metrics_stop.wait_for(|s| *s).await;
-        },
-    ));
+    let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let expiry = tokio::spawn(metrics::watch_certificate_expiry(service.state.clone()));
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let app = router(service.state.clone());
     tracing::info!(addr = %listener.local_addr()?, "store listening");
     mb_shared::server::serve_mtls(listener, tls, app, shutdown).await;
-    let _ = stop_tx.send(true);
     expiry.abort();
-    let _ = metrics.await;
+    metrics.stop().await;
     service.state.db.close().await;
     Ok(())
 }

@@ -101,12 +101,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
             let kind = if *admin { Kind::Admin } else { Kind::Client };
             let ca = ca(&d)?;
             let issued = if *offline {
-                let profile = if *admin {
-                    crate::ca::Profile::Admin
-                } else {
-                    crate::ca::Profile::Client
-                };
-                ca.issue(&format!("{name}.{d}"), profile, *days)?
+                ca.issue(&format!("{name}.{d}"), kind.profile(), *days)?
             } else {
                 let db = db()?;
                 let issued = certs::issue(&db, &ca, name, &d, kind, *days, &actor()).await;
