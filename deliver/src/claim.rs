@@ -83,15 +83,19 @@ async fn retry(
     }
     let singles: Vec<Pending> = items.clone();
     match batch::process(ctx, domain, items).await {
-        // The store answered but failed the whole batch: retry one by one, so that a single
-        // entry it cannot write gets its own answer instead of holding back its neighbours on
-        // every retry.
-        Err(batch::BatchError::Store(e)) if e.is_answer() => {
+        // The store answered but refused the whole batch (not an outage): retry one by one, so
+        // that a single entry it cannot take gets its own answer instead of holding back its
+        // neighbours on every retry. Stop at the first sign of an outage.
+        Err(batch::BatchError::Store(e)) if e.is_definite_failure() => {
             tracing::warn!(%domain, error = %e, "claimed batch failed as a whole; retrying entries one by one");
             let mut last = Ok(());
             for p in singles {
-                if let Err(e) = batch::process(ctx, domain, vec![p]).await {
-                    last = Err(e);
+                match batch::process(ctx, domain, vec![p]).await {
+                    Err(batch::BatchError::Store(e)) if !e.is_definite_failure() => {
+                        return Err(batch::BatchError::Store(e));
+                    }
+                    Err(e) => last = Err(e),
+                    Ok(()) => {}
                 }
             }
             last

@@ -52,7 +52,7 @@ impl Service {
     pub fn load(cfg: &config::Config) -> anyhow::Result<Self> {
         let domains = Domains::load(&cfg.domains_file)?;
         let tls = server_tls(&domains, &cfg.tls, Vec::new())?;
-        let ca_domains = domain_ca_subjects(&domains)?;
+        let ca_domains = domain_ca_subjects(&domains, &cfg.tls.ca)?;
         let store = InternalClient::new(
             &cfg.store_url,
             mb_shared::tls::client_config(&cfg.client_tls)?,
@@ -97,11 +97,24 @@ pub fn server_tls(
 
 fn domain_ca_subjects(
     domains: &Domains,
+    main_ca: &std::path::Path,
 ) -> anyhow::Result<std::collections::HashMap<Vec<u8>, mb_shared::message::Domain>> {
+    // Which CA signed a certificate is read from its issuer name, so every CA must have a name
+    // of its own: the main CA's and each domain CA's.
     let mut out = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for der in mb_shared::tls::load_certs(main_ca)? {
+        seen.insert(mb_shared::identity::subject_of(&der).map_err(anyhow::Error::msg)?);
+    }
     for ca in domains.own_cas() {
         for der in mb_shared::tls::load_certs(&ca.cert)? {
             let subject = mb_shared::identity::subject_of(&der).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                seen.insert(subject.clone()),
+                "the CA of domain {} ({}) has the same subject name as another CA; each CA needs its own",
+                ca.domain,
+                ca.cert.display()
+            );
             out.insert(subject, ca.domain.clone());
         }
     }

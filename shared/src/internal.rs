@@ -112,9 +112,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the server answered (with an error status), as opposed to being unreachable.
-    pub fn is_answer(&self) -> bool {
-        matches!(self, ClientError::Status { .. })
+    /// Whether the server answered with a definite failure (4xx, 500), as opposed to being
+    /// unreachable, timing out or saying it is temporarily unavailable (502-504).
+    pub fn is_definite_failure(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. }
+            if status.is_client_error() || *status == StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -65,15 +65,15 @@ pub async fn serve_mtls(
                     return;
                 }
             };
-            let peer: Peer = Arc::new(
-                stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .ok_or_else(|| "no client certificate".to_owned())
-                    .and_then(|c| PeerIdentity::from_der(c)),
-            );
+            // Our CAs sign client certificates directly: a chain with intermediates could name
+            // any issuer it likes, so it is not accepted.
+            let peer: Peer = Arc::new(match stream.get_ref().1.peer_certificates() {
+                Some([leaf]) => PeerIdentity::from_der(leaf),
+                Some([]) | None => Err("no client certificate".to_owned()),
+                Some(_) => {
+                    Err("client certificates with intermediates are not accepted".to_owned())
+                }
+            });
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());

@@ -114,7 +114,7 @@ async fn issue(
     let domain = configured_domain(&app, &req.domain)?;
     let c = certs::issue(
         &app.db,
-        app.ca_for(&domain),
+        app.ca_for(&domain, req.kind),
         &req.name,
         &domain,
         req.kind,
@@ -142,7 +142,7 @@ async fn renew(
     let domain = configured_domain(&app, &req.domain)?;
     let c = certs::renew(
         &app.db,
-        app.ca_for(&domain),
+        |kind| app.ca_for(&domain, kind),
         &req.name,
         &domain,
         req.days,

@@ -78,7 +78,8 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::OrganizationName, "mb");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Path length 0: the CA signs end-entity certificates only, never another CA.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,

@@ -111,9 +111,9 @@ pub async fn issue(
 }
 
 /// Issues a new certificate with the same CN; the old ones stay valid until they expire.
-pub async fn renew(
+pub async fn renew<'a>(
     db: &Db,
-    ca: &Ca,
+    ca_for: impl Fn(Kind) -> &'a Ca,
     name: &str,
     domain: &Domain,
     days: i64,
@@ -139,7 +139,7 @@ pub async fn renew(
         Kind::Client
     };
     let cn = format!("{name}.{domain}");
-    let issued = ca.issue(&cn, kind.profile(), days)?;
+    let issued = ca_for(kind).issue(&cn, kind.profile(), days)?;
     let previous: Vec<&str> = current.iter().map(|(s, _)| s.as_str()).collect();
     let details = format!("previous serials still valid: {}", previous.join(","));
     record(

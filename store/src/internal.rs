@@ -107,8 +107,8 @@ fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
             "body is encrypted with key {key_id}, which the store's keyring lacks"
         ));
     }
-    if e.body.len() > MAX_CIPHERTEXT_LEN {
-        return Err("body ciphertext is too long".into());
+    if !is_ciphertext(&e.body) {
+        return Err("body is not mb ciphertext (k<key id>:<base64>, at most 8 KiB)".into());
     }
     if !is_hex64(&e.sender_hash) || !is_hex64(e.client_id.as_str()) {
         return Err("sender_hash and client_id must be 64 hex digits".into());
@@ -126,8 +126,24 @@ fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// `+<digits>****<digits>`, at most 24 characters.
 fn is_mask(s: &str) -> bool {
-    s.len() <= 24 && s.contains("****")
+    let Some((head, tail)) = s.strip_prefix('+').and_then(|r| r.split_once("****")) else {
+        return false;
+    };
+    s.len() <= 24
+        && head.bytes().all(|b| b.is_ascii_digit())
+        && tail.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `k<key id>:<base64>`, the only body the store keeps.
+fn is_ciphertext(s: &str) -> bool {
+    s.len() <= MAX_CIPHERTEXT_LEN
+        && mb_shared::crypto::key_id(s).is_some()
+        && s.split_once(':').is_some_and(|(_, b64)| {
+            b64.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        })
 }
 
 /// A failed message is recorded whatever was wrong with it, so the dead-letter move can never be
@@ -139,7 +155,7 @@ fn sanitize(d: &mut Delivery) {
     if !is_mask(&e.sender_mask) {
         e.sender_mask = "invalid".into();
     }
-    if mb_shared::crypto::key_id(&e.body).is_none() || e.body.len() > MAX_CIPHERTEXT_LEN {
+    if !is_ciphertext(&e.body) {
         e.body = String::new();
     }
     if !is_hex64(&e.sender_hash) {

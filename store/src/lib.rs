@@ -80,11 +80,13 @@ impl Service {
 }
 
 impl AppState {
-    /// The CA that issues certificates for `domain`: its own, or the broker's.
-    pub fn ca_for(&self, domain: &mb_shared::message::Domain) -> &ca::Ca {
+    /// The CA that issues `kind` certificates for `domain`: the domain's own for its clients,
+    /// the broker's for everything else (administrators authenticate to the store, which
+    /// trusts the broker's CA only).
+    pub fn ca_for(&self, domain: &mb_shared::message::Domain, kind: certs::Kind) -> &ca::Ca {
         self.domain_cas
             .iter()
-            .find(|(d, _)| d == domain)
+            .find(|(d, _)| d == domain && kind == certs::Kind::Client)
             .map_or(&self.ca, |(_, ca)| ca)
     }
 }

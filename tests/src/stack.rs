@@ -265,6 +265,10 @@ impl Stack {
             &[
                 ("MB_REDIS_URL", &self.redis.url()),
                 ("MB_MYSQL_URL", &self.db.url()),
+                (
+                    "MB_DOMAINS_FILE",
+                    &self.home().join("domains.yaml").display().to_string(),
+                ),
             ],
         )
     }
@@ -398,7 +402,9 @@ async fn wait_for(p: &mut Proc, port: u16) {
 fn run_mbctl(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(crate::binary("mbctl"));
     cmd.arg("--home").arg(home).args(args);
-    cmd.env_remove("MB_REDIS_URL").env_remove("MB_MYSQL_URL");
+    cmd.env_remove("MB_REDIS_URL")
+        .env_remove("MB_MYSQL_URL")
+        .env_remove("MB_DOMAINS_FILE");
     for (k, v) in env {
         cmd.env(k, v);
     }

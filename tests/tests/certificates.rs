@@ -520,6 +520,30 @@ async fn a_domain_with_its_own_ca_takes_certificates_from_that_ca_only() {
         "other.org's CA for example.com"
     );
 
+    // Administrators of that domain still get certificates the store accepts (the broker's CA).
+    let dir = h.join("admins");
+    let out = stack.mbctl(&[
+        "cert",
+        "issue",
+        "ops",
+        "--domain",
+        "other.org",
+        "--admin",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = stack.client_with(
+        &format!("https://localhost:{}", stack.store_port),
+        &dir.join("ops.crt"),
+        &dir.join("ops.key"),
+    );
+    assert_eq!(admin.get("/admin/certificates").await.unwrap().status, 200);
+
     // Revocation covers the domain CA's certificates too, at the handshake.
     assert!(
         stack

@@ -75,17 +75,11 @@ fn domain(d: &str) -> anyhow::Result<Domain> {
 }
 
 pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
-    // A domain with its own CA (`mbctl ca create-domain`) has its certificates issued by it.
-    let ca = |d: &Domain| {
-        let own = cli.certs_dir().join(format!("domains/{d}.crt"));
-        if own.exists() {
-            Ca::load(&own, &cli.secrets_dir().join(format!("domains/{d}.key")))
-        } else {
-            Ca::load(
-                &cli.certs_dir().join("ca.crt"),
-                &cli.secrets_dir().join("ca.key"),
-            )
-        }
+    let main_ca = || {
+        Ca::load(
+            &cli.certs_dir().join("ca.crt"),
+            &cli.secrets_dir().join("ca.key"),
+        )
     };
     let db = || -> anyhow::Result<Db> { Ok(Db::connect(cli.mysql_url()?, 2)?) };
     match cmd {
@@ -99,12 +93,17 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let d = domain(d)?;
             let kind = if *admin { Kind::Admin } else { Kind::Client };
-            let ca = ca(&d)?;
+            let main = main_ca()?;
+            let own = own_ca(cli, &d)?;
+            let ca = match (&own, kind) {
+                (Some(own), Kind::Client) => own,
+                _ => &main,
+            };
             let issued = if *offline {
                 ca.issue(&format!("{name}.{d}"), kind.profile(), *days)?
             } else {
                 let db = db()?;
-                let issued = certs::issue(&db, &ca, name, &d, kind, *days, &actor()).await;
+                let issued = certs::issue(&db, ca, name, &d, kind, *days, &actor()).await;
                 db.close().await;
                 issued?
             };
@@ -118,7 +117,13 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let d = domain(d)?;
             let db = db()?;
-            let issued = certs::renew(&db, &ca(&d)?, name, &d, *days, &actor()).await;
+            let main = main_ca()?;
+            let own = own_ca(cli, &d)?;
+            let ca_for = |kind: Kind| match (&own, kind) {
+                (Some(own), Kind::Client) => own,
+                _ => &main,
+            };
+            let issued = certs::renew(&db, ca_for, name, &d, *days, &actor()).await;
             db.close().await;
             print_issued(cli, name, &d, out, &issued?)
         }
@@ -180,6 +185,21 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The CA of `domain` as `domains.yaml` names it (`--domains` / `MB_DOMAINS_FILE`), if any.
+fn own_ca(cli: &Cli, domain: &Domain) -> anyhow::Result<Option<Ca>> {
+    let Some(path) = &cli.domains else {
+        return Ok(None);
+    };
+    let domains = mb_shared::domains::Domains::load(path)?;
+    let Some(own) = domains.own_ca(domain) else {
+        return Ok(None);
+    };
+    let key = own.key.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("{}: domain {domain} has a ca but no ca_key", path.display())
+    })?;
+    Ok(Some(Ca::load(&own.cert, key)?))
 }
 
 fn print_issued(

@@ -18,6 +18,9 @@ pub struct Cli {
     /// Redis of the broker, for `streams` and `dead`.
     #[arg(long, env = "MB_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// domains.yaml: a domain with its own CA there has its client certificates signed by it.
+    #[arg(long, env = "MB_DOMAINS_FILE", global = true)]
+    pub domains: Option<PathBuf>,
     /// MySQL of the store, for `migrate` and to record issued certificates.
     #[arg(long, env = "MB_MYSQL_URL", global = true, hide_env_values = true)]
     pub mysql_url: Option<String>,
