@@ -561,3 +561,57 @@ async fn a_domain_with_its_own_ca_takes_certificates_from_that_ca_only() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_chain_with_an_intermediate_ca_is_refused() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let stack = Stack::start(no_deliver()).await;
+    let h = stack.home().to_path_buf();
+    // Someone holding a CA key mints an intermediate and signs a client below it.
+    let root_key =
+        KeyPair::from_pem(&std::fs::read_to_string(h.join("secrets/ca.key")).unwrap()).unwrap();
+    let root = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(h.join("certs/ca.crt")).unwrap(),
+        root_key,
+    )
+    .unwrap();
+    let mut inter_params = CertificateParams::default();
+    inter_params
+        .distinguished_name
+        .push(DnType::CommonName, "sneaky intermediate");
+    inter_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    inter_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let inter_key = KeyPair::generate().unwrap();
+    let inter_cert = inter_params.signed_by(&inter_key, &root).unwrap();
+    let inter = Issuer::new(inter_params, inter_key);
+    let mut leaf_params = CertificateParams::default();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "eve.example.com");
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &inter).unwrap();
+    let crt = h.join("eve-chain.crt");
+    let key = h.join("eve-chain.key");
+    std::fs::write(&crt, format!("{}{}", leaf.pem(), inter_cert.pem())).unwrap();
+    mb_shared::secret::write_private_file(&key, leaf_key.serialize_pem().as_bytes()).unwrap();
+
+    let eve = stack.client_with(&stack.ingest_url(), &crt, &key);
+    // Refused at the handshake is just as good as a 403.
+    if let Ok(a) = eve
+        .submit(&message("+14155550123", "through the back door"))
+        .await
+    {
+        assert_eq!(a.status, 403, "{:?}", a.json);
+    }
+    assert_eq!(
+        stack.stream_state().await.0,
+        0,
+        "nothing from the intermediate's client is enqueued"
+    );
+}
