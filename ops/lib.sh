@@ -35,6 +35,30 @@ ensure_packages() {
   [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
+# Stops with a clear message when the installed Redis is older than the 6.2 mb needs
+# (XAUTOCLAIM); the services refuse to start on such a server too.
+require_redis_version() {
+  local v
+  v="$(redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
+  [ -n "$v" ] || die "cannot read the version of redis-server"
+  local major="${v%%.*}" rest="${v#*.}"
+  local minor="${rest%%.*}"
+  if [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 2 ]; }; then
+    die "redis-server $v is too old: mb needs Redis 6.2 or newer (XAUTOCLAIM); install a newer redis-server"
+  fi
+}
+
+# wait_ready URL CA CERT KEY SECONDS WHAT: waits until GET URL answers 200 over mTLS.
+wait_ready() {
+  local i code=000
+  for ((i = 0; i < $5 * 10; i++)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$2" --cert "$3" --key "$4" "$1" || true)"
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "$6 is not ready after $5 s (last answer: $code); see .local/logs/"
+}
+
 mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
 
 # A free TCP port on 127.0.0.1, below the ephemeral range so no outgoing connection takes it

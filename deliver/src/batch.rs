@@ -1,6 +1,7 @@
 //! One batch of stream entries, from a reader or the claimer: deliver to the store, then ack
-//! what it stored; dead-letter what it refused `max_attempts` times; leave everything else
-//! pending for a later retry.
+//! what it stored; dead-letter what it refused as malformed `max_attempts` times; leave
+//! everything else pending for a later retry — including what the store deferred because it
+//! lacks the entry's key id or domain (a configuration mismatch, not a bad message).
 //!
 //! Order matters for "never lost, never duplicated": XACK happens only after the store
 //! confirmed, and the store's upsert by `message_id` makes a re-delivery after a crash between
@@ -88,21 +89,31 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
     let mut stored: Vec<(String, MessageId)> = Vec::with_capacity(messages.len());
     let mut doomed = Vec::new();
     for ((entry_id, delivery), result) in entry_ids.into_iter().zip(messages).zip(reply.results) {
+        if result.message_id != delivery.entry.message_id {
+            // The store answered out of order: trust nothing, leave it pending.
+            ctx.metrics.store_errors.inc();
+            continue;
+        }
+        let error = result
+            .error
+            .unwrap_or_else(|| "store refused the message".into());
         match result.outcome {
-            Outcome::Stored if result.message_id == delivery.entry.message_id => {
-                stored.push((entry_id, delivery.entry.message_id));
+            Outcome::Stored => stored.push((entry_id, delivery.entry.message_id)),
+            // A configuration mismatch (the store lacks the key id or domain): never a dead
+            // letter; it stays pending until the store knows them.
+            Outcome::Deferred => {
+                ctx.metrics.deferred.inc();
+                tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
+                    %error, "store cannot take the message yet (configuration mismatch); it stays pending");
             }
-            _ => {
+            Outcome::Rejected if delivery.attempt >= ctx.max_attempts => {
                 ctx.metrics.rejected.inc();
-                let error = result
-                    .error
-                    .unwrap_or_else(|| "store refused the message".into());
-                if delivery.attempt >= ctx.max_attempts {
-                    doomed.push((entry_id, Failure { delivery, error }));
-                } else {
-                    tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
-                        %error, "store refused message; will retry");
-                }
+                doomed.push((entry_id, Failure { delivery, error }));
+            }
+            Outcome::Rejected => {
+                ctx.metrics.rejected.inc();
+                tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
+                    %error, "store refused message; will retry");
             }
         }
     }
@@ -162,7 +173,7 @@ async fn dead_letter(
         let mut fields: Vec<(&str, String)> = entry.to_fields();
         fields.push(("error", failure.error.clone()));
         fields.push(("attempts", failure.delivery.attempt.to_string()));
-        fields.push(("failed_at", mb_shared::now_rfc3339()));
+        fields.push(("failed_at", mb_shared::time::now_rfc3339()));
         fields.push(("source_id", entry_id.clone()));
         move_to_dead(ctx, domain, entry_id, &fields).await?;
         tracing::warn!(message_id = %entry.message_id, attempts = failure.delivery.attempt,
@@ -186,7 +197,7 @@ async fn dead_letter_malformed(
         .collect();
     fields.push(("error", format!("malformed stream entry: {reason}")));
     fields.push(("attempts", p.attempt.to_string()));
-    fields.push(("failed_at", mb_shared::now_rfc3339()));
+    fields.push(("failed_at", mb_shared::time::now_rfc3339()));
     fields.push(("source_id", p.entry_id.clone()));
     move_to_dead(ctx, domain, &p.entry_id, &fields).await?;
     tracing::warn!(entry_id = %p.entry_id, %reason, "malformed entry dead-lettered");

@@ -1,6 +1,11 @@
 //! Removes consumers that are gone: idle longer than `remove_idle_consumers_after` and holding
 //! no pending entries. A consumer with pending entries is never removed (XGROUP DELCONSUMER
 //! would drop them from the pending list); the claimer moves them away first.
+//!
+//! The check and the removal are one Lua script ([`streams::REMOVE_IDLE_CONSUMER`]): read
+//! separately, a consumer could read new entries between the check and the removal and lose
+//! them from the pending list. The script answers how many pending entries the removal dropped,
+//! which is counted and can only be 0.
 
 use crate::Ctx;
 use crate::backoff::sleep_or_stop;
@@ -29,8 +34,34 @@ async fn sweep(ctx: &Ctx, domain: &Domain) -> redis::RedisResult<()> {
     let idle_ms = ctx.remove_idle_consumers_after.as_millis() as usize;
     for c in info.consumers {
         if c.name != ctx.consumer && c.pending == 0 && c.idle >= idle_ms {
-            let _: i64 = con.xgroup_delconsumer(&key, GROUP, &c.name).await?;
-            tracing::info!(%domain, consumer = %c.name, "removed idle consumer");
+            remove_if_idle(ctx, domain, &c.name, idle_ms).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `consumer` if, at this moment, it holds nothing and has been idle `idle_ms`.
+async fn remove_if_idle(
+    ctx: &Ctx,
+    domain: &Domain,
+    consumer: &str,
+    idle_ms: usize,
+) -> redis::RedisResult<()> {
+    let mut con = ctx.ctl.clone();
+    let dropped: i64 = ctx
+        .janitor_script
+        .key(streams::stream_key(domain))
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(idle_ms)
+        .invoke_async(&mut con)
+        .await?;
+    match dropped {
+        -1 => {}
+        0 => tracing::info!(%domain, %consumer, "removed idle consumer"),
+        n => {
+            ctx.metrics.janitor_dropped.inc_by(n as u64);
+            tracing::error!(%domain, %consumer, dropped = n, "removing a consumer dropped pending entries");
         }
     }
     Ok(())
@@ -38,15 +69,5 @@ async fn sweep(ctx: &Ctx, domain: &Domain) -> redis::RedisResult<()> {
 
 /// On shutdown: leave the group if nothing is pending for this consumer.
 pub async fn remove_self_if_idle(ctx: &Ctx, domain: &Domain) {
-    let key = streams::stream_key(domain);
-    let mut con = ctx.ctl.clone();
-    let info: redis::RedisResult<StreamInfoConsumersReply> = con.xinfo_consumers(&key, GROUP).await;
-    let Ok(info) = info else { return };
-    if info
-        .consumers
-        .iter()
-        .any(|c| c.name == ctx.consumer && c.pending == 0)
-    {
-        let _: redis::RedisResult<i64> = con.xgroup_delconsumer(&key, GROUP, &ctx.consumer).await;
-    }
+    let _ = remove_if_idle(ctx, domain, &ctx.consumer, 0).await;
 }

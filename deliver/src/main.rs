@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = mb_deliver::config::Config::load(&cli.config)?;
     let service = mb_deliver::Service::load(&cfg)?;
+    mb_shared::streams::require_redis_version(&cfg.redis_url, cfg.redis_timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let metrics = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
     mb_deliver::run(service, metrics, mb_shared::telemetry::shutdown_signal()).await
 }

@@ -7,7 +7,9 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     pub delivered: Counter,
     pub rejected: Counter,
+    pub deferred: Counter,
     pub dead_lettered: Counter,
+    pub janitor_dropped: Counter,
     pub claimed: Counter,
     pub claim_deleted: Counter,
     pub store_errors: Counter,
@@ -21,7 +23,9 @@ impl Metrics {
         let m = Self {
             delivered: Counter::default(),
             rejected: Counter::default(),
+            deferred: Counter::default(),
             dead_lettered: Counter::default(),
+            janitor_dropped: Counter::default(),
             claimed: Counter::default(),
             claim_deleted: Counter::default(),
             store_errors: Counter::default(),
@@ -38,6 +42,16 @@ impl Metrics {
             "messages_rejected",
             "Delivery attempts the store refused",
             m.rejected.clone(),
+        );
+        r.register(
+            "messages_deferred",
+            "Delivery attempts the store put off because it lacks the key id or domain (a configuration mismatch; the entries stay pending)",
+            m.deferred.clone(),
+        );
+        r.register(
+            "janitor_dropped_pending",
+            "Pending entries dropped when the janitor removed a consumer (should stay 0)",
+            m.janitor_dropped.clone(),
         );
         r.register(
             "messages_dead_lettered",

@@ -1,8 +1,10 @@
-//! The authenticated caller of a request: the client certificate's fingerprint and the
-//! configured domain its CN belongs to. Anything else is refused with 403 here, before a
-//! handler runs.
+//! The authenticated caller of a request: an active client certificate of this broker (see
+//! [`crate::access`]), its fingerprint, and the configured domain its CN belongs to. Anything
+//! else (a revoked, disabled or unrecorded certificate, an administrator's or a service's, one
+//! from the wrong CA for its domain) is refused with 403 here, before a handler runs.
 
 use crate::AppState;
+use crate::access::Verdict;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -29,22 +31,37 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .as_ref()
             .as_ref()
             .map_err(|e| ApiError::Forbidden(format!("client certificate not usable: {e}")))?;
-        let refused = app
-            .refused
-            .load_full()
-            .ok_or(ApiError::AccessListNotLoaded)?;
-        if refused.serials.contains(&peer.serial) {
+        if peer.is_admin() {
             return Err(ApiError::Forbidden(
-                "this certificate has been revoked".into(),
+                "administrator certificates cannot submit messages".into(),
             ));
-        }
-        if refused.client_ids.contains(peer.client_id.as_str()) {
-            return Err(ApiError::Forbidden("this client is disabled".into()));
         }
         if peer.service_name().is_some() {
             return Err(ApiError::Forbidden(
                 "service certificates cannot submit messages".into(),
             ));
+        }
+        let verdict = app
+            .access
+            .verdict(peer.client_id.as_str(), &peer.serial)
+            .await
+            .ok_or(ApiError::AccessListNotLoaded)?;
+        match verdict {
+            Verdict::Admitted => {}
+            Verdict::Revoked => {
+                return Err(ApiError::Forbidden(
+                    "this certificate has been revoked".into(),
+                ));
+            }
+            Verdict::Disabled => {
+                return Err(ApiError::Forbidden("this client is disabled".into()));
+            }
+            Verdict::Unknown => {
+                return Err(ApiError::Forbidden(
+                    "this certificate was not issued to a client of this broker".into(),
+                ));
+            }
+            Verdict::Unverifiable => return Err(ApiError::AccessListStale),
         }
         let domain = app
             .domains

@@ -1,6 +1,7 @@
 //! mb-ingest configuration (`ops/config/ingest.yaml`).
 
 use mb_shared::config::{ConfigError, TlsFiles, duration};
+use mb_shared::server::Limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,9 @@ pub struct Config {
     /// Per-client rate limits; absent means unlimited.
     #[serde(default)]
     pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    /// Timeouts and caps of the HTTPS listener.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_revocation_poll() -> Duration {
@@ -122,6 +126,7 @@ impl Config {
                 "must be at least 100ms",
             ));
         }
+        cfg.limits.validate(path, "limits")?;
         if !cfg.store_url.starts_with("https://") {
             return Err(ConfigError::invalid(
                 path,

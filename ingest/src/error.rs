@@ -1,5 +1,7 @@
 //! The ingest API's errors: one match from variant to status code and JSON body. Redis and
-//! store errors are logged with their text and answered generically.
+//! store errors are logged with their text and answered generically. Two kinds of 503 are told
+//! apart: `queue_unavailable` (nothing was accepted) and `outcome_unknown` (Redis may have
+//! applied the write but did not confirm it; retry with the same `Idempotency-Key`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,8 +12,6 @@ use mb_shared::message::FieldErrors;
 pub enum ApiError {
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
-    #[error("request body too large")]
-    TooLarge { limit: usize },
     #[error("unsupported content type")]
     UnsupportedMediaType,
     #[error("validation failed")]
@@ -24,12 +24,20 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("stream full")]
     QueueFull,
-    #[error("revocation list not loaded")]
+    #[error("access list not loaded")]
     AccessListNotLoaded,
+    #[error("certificate unknown and the access list cannot be refreshed")]
+    AccessListStale,
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("redis unavailable: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    #[error("redis did not confirm the write: {source}")]
+    OutcomeUnknown {
+        source: redis::RedisError,
+        /// Whether the request carried an `Idempotency-Key` to retry with.
+        keyed: bool,
+    },
     #[error("store unavailable: {0}")]
     Store(#[from] mb_shared::internal::ClientError),
 }
@@ -39,7 +47,6 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -48,7 +55,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull
             | ApiError::AccessListNotLoaded
+            | ApiError::AccessListStale
             | ApiError::Redis(_)
+            | ApiError::OutcomeUnknown { .. }
             | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -66,11 +75,6 @@ impl IntoResponse for ApiError {
             ApiError::MalformedJson(m) => (
                 "malformed_json",
                 format!("request body is not valid JSON: {m}"),
-                FieldErrors::new(),
-            ),
-            ApiError::TooLarge { limit } => (
-                "payload_too_large",
-                format!("request body exceeds {limit} bytes"),
                 FieldErrors::new(),
             ),
             ApiError::UnsupportedMediaType => (
@@ -105,7 +109,13 @@ impl IntoResponse for ApiError {
             ),
             ApiError::AccessListNotLoaded => (
                 "starting",
-                "ingest has not loaded the revocation list from the store yet; retry later"
+                "ingest has not loaded the access list from the store yet; retry later".to_owned(),
+                FieldErrors::new(),
+            ),
+            ApiError::AccessListStale => (
+                "cannot_verify",
+                "this certificate is not in the access list ingest holds, and the store cannot be \
+                 asked for a newer one right now; retry later"
                     .to_owned(),
                 FieldErrors::new(),
             ),
@@ -119,6 +129,23 @@ impl IntoResponse for ApiError {
                 (
                     "queue_unavailable",
                     "the queue is unavailable; nothing was accepted, retry later".to_owned(),
+                    FieldErrors::new(),
+                )
+            }
+            ApiError::OutcomeUnknown { source, keyed } => {
+                tracing::warn!(error = %source, "redis did not confirm a write");
+                let advice = if keyed {
+                    "Retry with the same Idempotency-Key to find out without creating a duplicate"
+                } else {
+                    "A retry may store it twice; send an Idempotency-Key with every message so \
+                     that retries are safe"
+                };
+                (
+                    "outcome_unknown",
+                    format!(
+                        "the queue did not confirm in time: the message may or may not have been \
+                         accepted. {advice}"
+                    ),
                     FieldErrors::new(),
                 )
             }

@@ -10,7 +10,6 @@ pub mod messages;
 pub mod metrics;
 pub mod ratelimit;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -18,6 +17,8 @@ use axum::routing::get;
 use mb_shared::crypto::{HmacKey, Keyring};
 use mb_shared::domains::Domains;
 use mb_shared::internal::InternalClient;
+use mb_shared::server::MtlsListener;
+use mb_shared::server::body::{BodyLimit, read_body};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -33,8 +34,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
     pub backlog: backlog::Backlog,
-    /// Revoked serials and disabled clients; `None` until first fetched from the store.
-    pub refused: arc_swap::ArcSwapOption<access::Refused>,
+    /// Who may submit, and the TLS configuration that goes with it.
+    pub access: access::AccessControl,
     pub rate_limiter: ratelimit::RateLimiter,
     pub idempotency_ttl_secs: u64,
 }
@@ -42,8 +43,10 @@ pub struct AppState {
 /// Everything `run` needs, loaded and checked before any listener is bound.
 pub struct Service {
     pub state: Arc<AppState>,
-    pub tls: rustls::ServerConfig,
-    pub tls_files: mb_shared::config::TlsFiles,
+    /// The CAs client certificates may chain to (a client may send them after its own).
+    pub anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+    pub limits: mb_shared::server::Limits,
+    pub listener_metrics: mb_shared::server::ListenerMetrics,
     pub revocation_poll: std::time::Duration,
     pub registry: prometheus_client::registry::Registry,
 }
@@ -53,6 +56,9 @@ impl Service {
         let domains = Domains::load(&cfg.domains_file)?;
         let tls = server_tls(&domains, &cfg.tls, Vec::new())?;
         let ca_domains = domain_ca_subjects(&domains, &cfg.tls.ca)?;
+        let mut ca_paths = vec![cfg.tls.ca.as_path()];
+        ca_paths.extend(domains.own_cas().iter().map(|c| c.cert.as_path()));
+        let anchors = mb_shared::server::load_anchors(&ca_paths)?;
         let store = InternalClient::new(
             &cfg.store_url,
             mb_shared::tls::client_config(&cfg.client_tls)?,
@@ -60,14 +66,20 @@ impl Service {
         );
         let mut registry = prometheus_client::registry::Registry::with_prefix("mb_ingest");
         let metrics = metrics::Metrics::register(&mut registry);
+        let listener_metrics = mb_shared::server::ListenerMetrics::register(&mut registry);
         let state = AppState {
             redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
             submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
-            store,
+            store: store.clone(),
             keyring: Keyring::load(&cfg.keyring)?,
             hmac: HmacKey::load(&cfg.hmac_key)?,
             backlog: backlog::Backlog::new(&domains, cfg.max_stream_len),
-            refused: arc_swap::ArcSwapOption::empty(),
+            access: access::AccessControl::new(
+                tls,
+                cfg.tls.clone(),
+                domains.clone(),
+                store.clone(),
+            ),
             rate_limiter: ratelimit::RateLimiter::new(cfg.rate_limit.clone()),
             domains,
             ca_domains,
@@ -77,8 +89,9 @@ impl Service {
         };
         Ok(Self {
             state: Arc::new(state),
-            tls,
-            tls_files: cfg.tls.clone(),
+            anchors,
+            limits: cfg.limits.clone(),
+            listener_metrics,
             revocation_poll: cfg.revocation_poll,
             registry,
         })
@@ -121,22 +134,23 @@ fn domain_ca_subjects(
     Ok(out)
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.max_body_bytes;
+pub fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
     Router::new()
         .merge(messages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(body, read_body))
+        // The body middleware enforces the limit; extractors take what it read.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-/// Ready when the revocation list is loaded and Redis answers PING.
+/// Ready when the access list is loaded and Redis answers PING.
 async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if app.refused.load().is_none() {
+    if app.access.current().is_none() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "revocation list not loaded yet",
+            "access list not loaded yet",
         );
     }
     let mut con = app.redis.clone();
@@ -154,22 +168,33 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
-    let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let state = service.state;
     let backlog = {
         let state = state.clone();
         tokio::spawn(async move { state.backlog.watch(state.redis.clone()).await })
     };
-    let revocations = tokio::spawn(access::watch(
-        state.clone(),
-        tls.clone(),
-        service.tls_files,
-        service.revocation_poll,
-    ));
+    let access = {
+        let (state, every) = (state.clone(), service.revocation_poll);
+        tokio::spawn(async move { state.access.watch(every).await })
+    };
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    mb_shared::server::serve_mtls(listener, tls, router(state), shutdown).await;
+    let body = BodyLimit {
+        max_bytes: state.max_body_bytes,
+        timeout: service.limits.body_read_timeout,
+        metrics: service.listener_metrics.clone(),
+    };
+    let app = router(state.clone(), body);
+    MtlsListener {
+        tcp: listener,
+        tls: state.access.tls.clone(),
+        anchors: service.anchors,
+        limits: service.limits,
+        metrics: service.listener_metrics,
+    }
+    .serve(app, shutdown)
+    .await;
     backlog.abort();
-    revocations.abort();
+    access.abort();
     metrics.stop().await;
     Ok(())
 }

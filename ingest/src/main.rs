@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = mb_ingest::config::Config::load(&cli.config)?;
     let service = mb_ingest::Service::load(&cfg)?;
+    mb_shared::streams::require_redis_version(&cfg.redis_url, cfg.redis_timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let metrics = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
     mb_ingest::run(

@@ -1,15 +1,19 @@
 //! `POST /api/v1/messages` and `GET /api/v1/messages/{id}`.
 //!
-//! A submission is validated, its body encrypted and its sender number HMAC'd, then enqueued
-//! with the atomic submit script; 202 is answered only after Redis acknowledged it.
+//! A submission goes through four steps: **parse** (content type, JSON, validation, the
+//! `Idempotency-Key` header), **admit** (a repeated idempotency key is answered from its record
+//! before anything else, so a retry of an accepted message never meets a rate limit or a full
+//! queue; then the client's rate limit and the domain's back-pressure), **build** the stream
+//! entry (body encrypted, sender number HMAC'd), and **append** it to the domain's stream. 202 is
+//! answered only after Redis acknowledged the append.
 
 use crate::AppState;
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::ratelimit::Bucket;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_shared::internal::StatusOut;
@@ -37,10 +41,10 @@ async fn submit(
     State(app): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<MessageOut>), ApiError> {
     let started = std::time::Instant::now();
-    let result = enqueue(&app, &caller, &headers, body).await;
+    let result = enqueue(&app, &caller, &headers, &body).await;
     let status = match &result {
         Ok(_) => 202,
         Err(e) => e.status().as_u16(),
@@ -59,33 +63,59 @@ async fn enqueue(
     app: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: &[u8],
 ) -> Result<MessageOut, ApiError> {
-    if !is_json(headers) {
+    let (msg, key) = parse(headers, body)?;
+    let idempotency = key.map(|k| Idempotency::new(app, caller, &k, &msg));
+    if let Some(idem) = &idempotency
+        && let Some(first) = idem.lookup(app, caller).await?
+    {
+        return Ok(first);
+    }
+    admit(app, caller, Bucket::Submit).await?;
+    if app.backlog.is_full(&caller.domain) {
+        return Err(ApiError::QueueFull);
+    }
+    let entry = build_entry(app, caller, &msg);
+    append(app, caller, &entry, idempotency.as_ref()).await
+}
+
+/// The validated message and its `Idempotency-Key`, if any.
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(MessageIn, Option<String>), ApiError> {
+    if !mb_shared::extract::is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge {
-                limit: app.max_body_bytes,
-            }
-        } else {
-            ApiError::MalformedJson(e.body_text())
-        }
-    })?;
     let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let msg = MessageIn::from_json(&value).map_err(ApiError::Validation)?;
-    let idempotency_key = idempotency_key(headers)?;
+    Ok((msg, idempotency_key(headers)?))
+}
 
+/// Takes one request from the client's allowance, or refuses it with 429.
+pub(crate) async fn admit(app: &AppState, caller: &Caller, bucket: Bucket) -> Result<(), ApiError> {
+    let limited = app
+        .rate_limiter
+        .check(&app.redis, caller, bucket)
+        .await
+        .map_err(ApiError::Redis)?;
+    if let Err(l) = limited {
+        app.metrics.rate_limited.inc();
+        return Err(ApiError::RateLimited {
+            retry_after_secs: l.retry_after_secs,
+        });
+    }
+    Ok(())
+}
+
+fn build_entry(app: &AppState, caller: &Caller, msg: &MessageIn) -> StreamEntry {
     let message_id = MessageId::issue(&app.hmac, &caller.client_id);
-    let entry = StreamEntry {
+    StreamEntry {
         message_id,
         client_id: caller.client_id.clone(),
         domain: caller.domain.clone(),
         queued_at: message_id
             .created_at()
-            .unwrap_or_else(mb_shared::now_rfc3339),
+            .unwrap_or_else(mb_shared::time::now_rfc3339),
         submitted_at: msg.timestamp.clone(),
         sender_hash: app.hmac.sender_hash(&msg.sender_number),
         sender_mask: mask_sender(&msg.sender_number),
@@ -93,117 +123,145 @@ async fn enqueue(
             message_id.to_string().as_bytes(),
             msg.message_body.as_bytes(),
         ),
-    };
-    let limited = app
-        .rate_limiter
-        .check(
-            &app.redis,
-            &caller.domain,
-            &caller.common_name,
-            &caller.client_id,
-        )
-        .await?;
-    if let Err(l) = limited {
-        app.metrics.rate_limited.inc();
-        return Err(ApiError::RateLimited {
-            retry_after_secs: l.retry_after_secs,
-        });
     }
-    if app.backlog.is_full(&caller.domain) {
-        return Err(ApiError::QueueFull);
-    }
+}
+
+/// Appends the entry: a plain XADD, or with an idempotency key the submit script, which
+/// records the key and appends in one atomic step (and answers with the first message if
+/// another request with the same key got there first).
+async fn append(
+    app: &AppState,
+    caller: &Caller,
+    entry: &StreamEntry,
+    idempotency: Option<&Idempotency>,
+) -> Result<MessageOut, ApiError> {
     let out = MessageOut {
-        message_id,
+        message_id: entry.message_id,
         status: "queued",
         domain: caller.domain.to_string(),
         queued_at: entry.queued_at.clone(),
     };
-    match &idempotency_key {
+    let mut con = app.redis.clone();
+    match idempotency {
         None => {
-            let mut con = app.redis.clone();
             let _: String = redis::cmd("XADD")
                 .arg(streams::stream_key(&caller.domain))
                 .arg("*")
                 .arg(entry.to_fields())
                 .query_async(&mut con)
-                .await?;
+                .await
+                .map_err(|e| write_error(e, false))?;
         }
-        Some(key) => {
-            if let Some(first) = submit_idempotent(app, caller, key, &msg, &entry).await? {
-                return Ok(first);
+        Some(idem) => {
+            let mut inv = app.submit_script.prepare_invoke();
+            inv.key(streams::stream_key(&caller.domain))
+                .key(&idem.redis_key)
+                .arg(app.idempotency_ttl_secs)
+                .arg(idem.record(entry));
+            for (k, v) in entry.to_fields() {
+                inv.arg(k).arg(v);
+            }
+            let reply: Vec<String> = inv
+                .invoke_async(&mut con)
+                .await
+                .map_err(|e| write_error(e, true))?;
+            match reply.first().map(String::as_str) {
+                Some("ok") => {}
+                Some("dup") => {
+                    return idem.first_message(reply.get(1).map(String::as_str), caller);
+                }
+                _ => {
+                    return Err(ApiError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "unexpected reply from submit script",
+                    ))));
+                }
             }
         }
     }
     app.metrics.accepted.inc();
-    tracing::debug!(%message_id, domain = %caller.domain, "accepted");
+    tracing::debug!(message_id = %entry.message_id, domain = %caller.domain, "accepted");
     Ok(out)
 }
 
-/// Enqueues with the idempotency record in one atomic script. Returns the first message when
-/// the key was seen before with the same request; a different request under it is a conflict.
-async fn submit_idempotent(
-    app: &AppState,
-    caller: &Caller,
-    key: &str,
-    msg: &MessageIn,
-    entry: &StreamEntry,
-) -> Result<Option<MessageOut>, ApiError> {
-    let fingerprint = app.hmac.hex(&[
-        b"request",
-        msg.sender_number.as_bytes(),
-        msg.message_body.as_bytes(),
-        msg.timestamp.as_deref().unwrap_or("").as_bytes(),
-    ]);
-    let hashed_key = app.hmac.hex(&[b"idempotency-key", key.as_bytes()]);
-    let mut inv = app.submit_script.prepare_invoke();
-    inv.key(streams::stream_key(&caller.domain))
-        .key(streams::idempotency_key(
-            &caller.domain,
-            caller.client_id.as_str(),
-            &hashed_key,
-        ))
-        .arg(app.idempotency_ttl_secs)
-        .arg(format!(
-            "{fingerprint} {} {}",
-            entry.message_id, entry.queued_at
-        ));
-    for (k, v) in entry.to_fields() {
-        inv.arg(k).arg(v);
-    }
-    let mut con = app.redis.clone();
-    let reply: Vec<String> = inv.invoke_async(&mut con).await?;
-    match reply.first().map(String::as_str) {
-        Some("ok") => Ok(None),
-        Some("dup") => {
-            let prev = reply.get(1).map(String::as_str).unwrap_or_default();
-            let mut parts = prev.splitn(3, ' ');
-            match (
-                parts.next(),
-                parts.next().and_then(MessageId::parse),
-                parts.next(),
-            ) {
-                (Some(fp), Some(id), Some(at)) if fp == fingerprint => Ok(Some(MessageOut {
-                    message_id: id,
-                    status: "queued",
-                    domain: caller.domain.to_string(),
-                    queued_at: at.to_owned(),
-                })),
-                _ => Err(ApiError::IdempotencyConflict),
-            }
-        }
-        _ => Err(ApiError::Redis(redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "unexpected reply from submit script",
-        )))),
+/// A failed write to Redis. An error reply or a refused connection means nothing was applied;
+/// a timeout or a connection lost mid-command may have been applied, so the outcome is unknown
+/// (a client that sent an `Idempotency-Key` finds out by retrying with it).
+fn write_error(e: redis::RedisError, keyed: bool) -> ApiError {
+    if e.is_io_error() && !e.is_connection_refusal() {
+        ApiError::OutcomeUnknown { source: e, keyed }
+    } else {
+        ApiError::Redis(e)
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+/// An `Idempotency-Key` of one client: where its record lives and what it must match.
+struct Idempotency {
+    redis_key: String,
+    /// HMAC of the request, so a different message under the same key is a conflict.
+    fingerprint: String,
+}
+
+impl Idempotency {
+    fn new(app: &AppState, caller: &Caller, key: &str, msg: &MessageIn) -> Self {
+        let fingerprint = app.hmac.hex(&[
+            b"request",
+            msg.sender_number.as_bytes(),
+            msg.message_body.as_bytes(),
+            msg.timestamp.as_deref().unwrap_or("").as_bytes(),
+        ]);
+        let hashed_key = app.hmac.hex(&[b"idempotency-key", key.as_bytes()]);
+        Self {
+            redis_key: streams::idempotency_key(
+                &caller.domain,
+                caller.client_id.as_str(),
+                &hashed_key,
+            ),
+            fingerprint,
+        }
+    }
+
+    /// The record kept for the key: `<fingerprint> <message id> <queued at>`.
+    fn record(&self, entry: &StreamEntry) -> String {
+        format!(
+            "{} {} {}",
+            self.fingerprint, entry.message_id, entry.queued_at
+        )
+    }
+
+    /// The message first accepted under this key, if there is one.
+    async fn lookup(
+        &self,
+        app: &AppState,
+        caller: &Caller,
+    ) -> Result<Option<MessageOut>, ApiError> {
+        let mut con = app.redis.clone();
+        let prev: Option<String> = redis::cmd("GET")
+            .arg(&self.redis_key)
+            .query_async(&mut con)
+            .await
+            .map_err(ApiError::Redis)?;
+        prev.map(|p| self.first_message(Some(&p), caller))
+            .transpose()
+    }
+
+    /// The answer for a repeated key: the first message, or 409 if the request differs.
+    fn first_message(&self, record: Option<&str>, caller: &Caller) -> Result<MessageOut, ApiError> {
+        let mut parts = record.unwrap_or_default().splitn(3, ' ');
+        match (
+            parts.next(),
+            parts.next().and_then(MessageId::parse),
+            parts.next(),
+        ) {
+            (Some(fp), Some(id), Some(at)) if fp == self.fingerprint => Ok(MessageOut {
+                message_id: id,
+                status: "queued",
+                domain: caller.domain.to_string(),
+                queued_at: at.to_owned(),
+            }),
+            _ => Err(ApiError::IdempotencyConflict),
+        }
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -227,6 +285,7 @@ async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<StatusOut>, ApiError> {
+    admit(&app, &caller, Bucket::Status).await?;
     let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
     let path = format!(
         "{}/{id}?client_id={}",

@@ -1,9 +1,12 @@
 //! Per-client rate limits, enforced in Redis so that they hold across any number of ingest
 //! instances: a GCRA (token bucket) per client — `max_requests` per `window_seconds`, bursts
 //! of up to `max_requests` — in one atomic script using Redis' clock. Over the limit: 429 with
-//! `Retry-After`.
+//! `Retry-After`. Submissions and status lookups have a bucket each, with the same limit, so
+//! polling for status never eats into what a client may send.
 
-use mb_shared::message::{ClientId, Domain};
+use crate::caller::Caller;
+use mb_shared::message::ClientId;
+use mb_shared::streams;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -49,6 +52,22 @@ pub struct RateLimiter {
     script: redis::Script,
 }
 
+/// Which allowance a request takes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Bucket {
+    Submit,
+    Status,
+}
+
+impl Bucket {
+    fn name(self) -> &'static str {
+        match self {
+            Bucket::Submit => "submit",
+            Bucket::Status => "status",
+        }
+    }
+}
+
 /// How long to wait before retrying, when limited.
 pub struct Limited {
     pub retry_after_secs: u64,
@@ -73,24 +92,26 @@ impl RateLimiter {
         (limit.max_requests > 0).then_some(limit)
     }
 
-    /// Takes one request from the client's allowance.
+    /// Takes one request from the client's allowance in `bucket`.
     pub async fn check(
         &self,
         redis: &redis::aio::ConnectionManager,
-        domain: &Domain,
-        cn: &str,
-        client: &ClientId,
+        caller: &Caller,
+        bucket: Bucket,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
-        let Some(limit) = self.limit_for(cn, client) else {
+        let Some(limit) = self.limit_for(&caller.common_name, &caller.client_id) else {
             return Ok(Ok(()));
         };
-        let interval_us = limit.window_seconds * 1_000_000 / limit.max_requests;
-        let tolerance_us = interval_us * (limit.max_requests - 1);
+        let (interval_us, tolerance_us) = gcra_params(limit);
         let mut con = redis.clone();
         let wait_us: u64 = self
             .script
-            .key(format!("mb:{{{domain}}}:rate:{client}"))
-            .arg(interval_us.max(1))
+            .key(streams::rate_key(
+                &caller.domain,
+                bucket.name(),
+                caller.client_id.as_str(),
+            ))
+            .arg(interval_us)
             .arg(tolerance_us)
             .invoke_async(&mut con)
             .await?;
@@ -101,5 +122,60 @@ impl RateLimiter {
                 retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
             })
         })
+    }
+}
+
+/// (emission interval, burst tolerance) in microseconds: one request every `interval`, and up
+/// to `max_requests` at once after a quiet spell.
+fn gcra_params(limit: Limit) -> (u64, u64) {
+    let interval_us = (limit.window_seconds * 1_000_000 / limit.max_requests).max(1);
+    (interval_us, interval_us * (limit.max_requests - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_spreads_the_window_and_allows_a_full_burst() {
+        let (i, t) = gcra_params(Limit {
+            max_requests: 100,
+            window_seconds: 1,
+        });
+        assert_eq!(i, 10_000);
+        assert_eq!(t, 990_000);
+        // 1 request per hour: a burst of one, nothing tolerated beyond it.
+        let (i, t) = gcra_params(Limit {
+            max_requests: 1,
+            window_seconds: 3600,
+        });
+        assert_eq!((i, t), (3_600_000_000, 0));
+        // More requests than microseconds in the window: never a zero interval.
+        assert_eq!(
+            gcra_params(Limit {
+                max_requests: 5_000_000,
+                window_seconds: 1
+            })
+            .0,
+            1
+        );
+    }
+
+    #[test]
+    fn overrides_by_cn_or_client_id_win_and_zero_means_unlimited() {
+        let cfg: RateLimitConfig = serde_norway::from_str(
+            "max_requests: 10\noverrides:\n  bulk.example.com: {max_requests: 0}\n  abc: {max_requests: 99}\n",
+        )
+        .unwrap();
+        let rl = RateLimiter::new(Some(cfg));
+        let id = ClientId("abc".into());
+        assert!(rl.limit_for("bulk.example.com", &id).is_none());
+        assert_eq!(rl.limit_for("x.example.com", &id).unwrap().max_requests, 99);
+        let other = ClientId("zzz".into());
+        assert_eq!(
+            rl.limit_for("x.example.com", &other).unwrap().max_requests,
+            10
+        );
+        assert!(RateLimiter::new(None).limit_for("x", &other).is_none());
     }
 }

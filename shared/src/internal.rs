@@ -5,7 +5,9 @@
 //!   by `message_id`; each item is `stored` or `rejected` (with the reason), in request order.
 //! * `POST /internal/v1/failed` — [`FailedIn`]: record dead-lettered messages as `failed`.
 //! * `GET /internal/v1/messages/{id}?client_id=…` — [`StatusOut`] or 404.
-//! * `GET /internal/v1/revocations` — [`RevocationsOut`]: the CRL and the refused clients.
+//! * `GET /internal/v1/access` — [`AccessListOut`]: who may submit (the fingerprints of active
+//!   client certificates), the CRL, and the refused certificates and clients. Answered with an
+//!   `ETag`; a poll with `If-None-Match` gets `304 Not Modified` while nothing changed.
 
 use crate::message::{ClientId, MessageId, StreamEntry};
 use http_body_util::BodyExt;
@@ -20,16 +22,19 @@ use std::time::Duration;
 pub const DELIVER_PATH: &str = "/internal/v1/deliver";
 pub const FAILED_PATH: &str = "/internal/v1/failed";
 pub const MESSAGES_PATH: &str = "/internal/v1/messages";
-pub const REVOCATIONS_PATH: &str = "/internal/v1/revocations";
+pub const ACCESS_PATH: &str = "/internal/v1/access";
 
-/// `GET /internal/v1/revocations`: what ingest must refuse, polled every second or so.
+/// `GET /internal/v1/access`: who ingest admits, polled every second or so.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RevocationsOut {
-    /// Changes whenever anything below changes.
+pub struct AccessListOut {
+    /// Changes whenever anything below changes (also the `ETag`).
     pub version: String,
-    /// The CA's current CRL (PEM), for new handshakes.
+    /// The CAs' current CRLs (PEM), for new handshakes.
     pub crl_pem: String,
-    /// Serials (lowercase hex) of revoked certificates, for requests on open connections.
+    /// Client ids (certificate fingerprints) of the active client certificates: the only ones
+    /// that may submit. A certificate the CA signed but the broker never recorded is not here.
+    pub active_client_ids: Vec<String>,
+    /// Serials (lowercase hex) of revoked certificates, to say why a request is refused.
     pub revoked_serials: Vec<String>,
     /// Client ids (certificate fingerprints) of disabled clients.
     pub disabled_client_ids: Vec<String>,
@@ -48,11 +53,19 @@ pub struct DeliverIn {
     pub messages: Vec<Delivery>,
 }
 
+/// What the store did with one delivered message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// Written (or already there): ack it.
     Stored,
+    /// The message itself is bad and never will be stored: retried, then dead-lettered.
     Rejected,
+    /// The store cannot take it *yet*: its key id or domain is unknown to the store, which is
+    /// a configuration mismatch between services (one restarted before the other), not a bad
+    /// message. It stays pending and is retried until the store knows the key or domain; it is
+    /// never dead-lettered for this.
+    Deferred,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,25 +175,52 @@ impl InternalClient {
             path: path.to_owned(),
             source,
         })?;
-        self.call(Method::POST, path, Full::new(json.into())).await
+        let (_, bytes) = self
+            .call(Method::POST, path, None, Full::new(json.into()))
+            .await?;
+        parse(path, &bytes)
     }
 
     pub async fn get<O: DeserializeOwned>(&self, path: &str) -> Result<O, ClientError> {
-        self.call(Method::GET, path, Full::default()).await
+        let (_, bytes) = self.call(Method::GET, path, None, Full::default()).await?;
+        parse(path, &bytes)
     }
 
-    async fn call<O: DeserializeOwned>(
+    /// GET with `If-None-Match: etag`: `None` when the server answers 304 Not Modified,
+    /// otherwise the document and its new `ETag`.
+    pub async fn get_if_changed<O: DeserializeOwned>(
+        &self,
+        path: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(O, String)>, ClientError> {
+        let (headers, bytes) = self.call(Method::GET, path, etag, Full::default()).await?;
+        let Some(headers) = headers else {
+            return Ok(None);
+        };
+        let etag = headers
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Some((parse(path, &bytes)?, etag)))
+    }
+
+    /// Sends one request; `Ok((None, _))` is a 304 answer to `if_none_match`.
+    async fn call(
         &self,
         method: Method,
         path: &str,
+        if_none_match: Option<&str>,
         body: Full<bytes::Bytes>,
-    ) -> Result<O, ClientError> {
-        let req = Request::builder()
+    ) -> Result<(Option<hyper::HeaderMap>, bytes::Bytes), ClientError> {
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .expect("request parts are valid");
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(tag) = if_none_match {
+            req = req.header(hyper::header::IF_NONE_MATCH, tag);
+        }
+        let req = req.body(body).expect("request parts are valid");
         let fut = async {
             let resp = self
                 .client
@@ -191,6 +231,7 @@ impl InternalClient {
                     source,
                 })?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let bytes = resp
                 .into_body()
                 .collect()
@@ -200,16 +241,16 @@ impl InternalClient {
                     source,
                 })?
                 .to_bytes();
+            if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+                return Ok((None, bytes));
+            }
             if !status.is_success() {
                 return Err(ClientError::Status {
                     path: path.to_owned(),
                     status,
                 });
             }
-            serde_json::from_slice(&bytes).map_err(|source| ClientError::Json {
-                path: path.to_owned(),
-                source,
-            })
+            Ok((Some(headers), bytes))
         };
         tokio::time::timeout(self.timeout, fut)
             .await
@@ -220,4 +261,11 @@ impl InternalClient {
                 })
             })
     }
+}
+
+fn parse<O: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<O, ClientError> {
+    serde_json::from_slice(bytes).map_err(|source| ClientError::Json {
+        path: path.to_owned(),
+        source,
+    })
 }

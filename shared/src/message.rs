@@ -50,7 +50,7 @@ impl MessageId {
         let (secs, nanos) = self.0.get_timestamp()?.to_unix();
         let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).ok()?
             + time::Duration::nanoseconds(i64::from(nanos));
-        Some(crate::format_rfc3339(t))
+        Some(crate::time::format_rfc3339(t))
     }
     pub fn parse(s: &str) -> Option<Self> {
         uuid::Uuid::parse_str(s).ok().map(Self)
@@ -248,7 +248,9 @@ fn validate_metadata(meta: Option<&serde_json::Value>, errors: &mut FieldErrors)
             let parsed =
                 time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
             match parsed {
-                Ok(t) if crate::to_storable_utc(t).is_some() => Some(crate::format_rfc3339(t)),
+                Ok(t) if crate::time::to_storable_utc(t).is_some() => {
+                    Some(crate::time::format_rfc3339(t))
+                }
                 _ => {
                     errors.insert(
                         "metadata.timestamp".into(),
@@ -430,7 +432,7 @@ mod tests {
             message_id: MessageId::new(),
             client_id: ClientId("ab".into()),
             domain: Domain::parse("example.com").unwrap(),
-            queued_at: crate::now_rfc3339(),
+            queued_at: crate::time::now_rfc3339(),
             submitted_at: None,
             sender_hash: "00".into(),
             sender_mask: "+1****90".into(),

@@ -14,6 +14,7 @@
 //! * `mb:{<domain>}:dead` — dead letters. The [`DEAD_LETTER`] script moves an entry there
 //!   atomically (XACK, XADD to dead with the last error, XDEL); [`REDRIVE`] moves it back.
 //! * `mb:{<domain>}:idem:<client_id>:<hmac(key)>` — an `Idempotency-Key` record, 24 h.
+//! * `mb:{<domain>}:rate:<bucket>:<client_id>` — a client's rate-limit state (GCRA).
 //!
 //! The `{<domain>}` hash tag keeps all of a domain's keys in one Redis Cluster slot, which the
 //! scripts and MULTI blocks require.
@@ -34,6 +35,11 @@ pub fn dead_key(domain: &Domain) -> String {
 /// `hashed_key` is the HMAC of the client's Idempotency-Key, so the key text never lands in Redis.
 pub fn idempotency_key(domain: &Domain, client_id: &str, hashed_key: &str) -> String {
     format!("mb:{{{domain}}}:idem:{client_id}:{hashed_key}")
+}
+
+/// A client's rate-limit state in one `bucket` (`submit`, `status`).
+pub fn rate_key(domain: &Domain, bucket: &str, client_id: &str) -> String {
+    format!("mb:{{{domain}}}:rate:{bucket}:{client_id}")
 }
 
 /// Atomic submit with an idempotency key. KEYS: stream, idempotency. ARGV: idem_ttl,
@@ -63,6 +69,25 @@ pub const REDRIVE: &str = r#"
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 return 1
+"#;
+
+/// Removes a consumer only if it holds no pending entry and has been idle long enough, in one
+/// atomic step (a separate check could race with the consumer reading new entries). KEYS:
+/// stream. ARGV: group, consumer, minimum idle ms. Returns -1 when it was kept, else the
+/// number of pending entries the removal dropped (always 0).
+pub const REMOVE_IDLE_CONSUMER: &str = r#"
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(consumers) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] == ARGV[2] then
+    if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    end
+    return -1
+  end
+end
+return -1
 "#;
 
 /// Fields a dead letter carries besides the original entry's.
@@ -103,9 +128,71 @@ pub fn connection_manager(
     redis::aio::ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)
 }
 
+/// The oldest Redis the broker runs on: XAUTOCLAIM (and its `deleted_ids`, 7.0) came in 6.2.
+pub const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
+
+/// Refuses a Redis older than [`MIN_REDIS_VERSION`]. A Redis that cannot be reached now is let
+/// pass (services start while Redis is down and wait for it); one that answers with an older
+/// version is an error that says so.
+pub async fn require_redis_version(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let check = async {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut con)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let info = match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the Redis version now; will run without");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not answer INFO in time; cannot check its version now");
+            return Ok(());
+        }
+    };
+    check_version(&info)
+}
+
+/// Checks `redis_version:` in the output of `INFO server`.
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or("Redis did not report its version (INFO server has no redis_version)")?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if have >= MIN_REDIS_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "Redis {version} is too old: mb needs Redis {}.{} or newer (XAUTOCLAIM); \
+             upgrade redis-server",
+            MIN_REDIS_VERSION.0, MIN_REDIS_VERSION.1
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_older_than_6_2_is_refused_by_name() {
+        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_version("redis_version:6.2.0\n").is_ok());
+        let err = check_version("redis_version:6.0.16\n").unwrap_err();
+        assert!(err.contains("6.0.16") && err.contains("6.2"), "{err}");
+        assert!(check_version("redis_mode:standalone\n").is_err());
+    }
 
     #[test]
     fn keys_share_the_domain_hash_tag() {

@@ -1,11 +1,15 @@
 //! The certificate lifecycle against the `clients` table, shared by `mbctl cert …` and the
-//! store's `/admin/certificates` API: issue, renew, revoke, disable, list, and the revocation
-//! state (CRL, revoked serials, disabled clients) that ingest polls. Every change writes an
-//! `audit_log` row naming who did it.
+//! store's `/admin/certificates` API: issue, renew, revoke, disable, list, and the access list
+//! (active client certificates, CRL, revoked serials, disabled clients) that ingest polls.
+//! Every change writes an `audit_log` row naming who did it.
+//!
+//! What an administrator may touch is a [`Scope`]: an `admin` certificate its own domain's
+//! certificates, a `superadmin` (and `mbctl`, which holds the database password) every one.
 
 use crate::ca::{Ca, CaError, Issued, Profile};
 use crate::db::Db;
 use mb_shared::message::Domain;
+use mb_shared::status::{ClientKind, ClientStatus};
 use mysql_async::prelude::*;
 use time::OffsetDateTime;
 
@@ -21,43 +25,78 @@ pub enum CertError {
     Invalid(String),
 }
 
-/// Who a certificate is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Client,
-    Admin,
+/// Validity of an issued certificate, in days.
+pub const MAX_DAYS: i64 = 3650;
+
+/// The certificate profile of a kind.
+pub fn profile(kind: ClientKind) -> Profile<'static> {
+    match kind {
+        ClientKind::Client => Profile::Client,
+        ClientKind::Admin | ClientKind::Superadmin => Profile::Admin,
+    }
 }
 
-impl Kind {
-    pub fn profile(self) -> Profile<'static> {
+/// The certificates an administrator may see and change.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    All,
+    Domain(&'a Domain),
+}
+
+impl Scope<'_> {
+    pub fn allows(&self, domain: &Domain) -> bool {
         match self {
-            Kind::Client => Profile::Client,
-            Kind::Admin => Profile::Admin,
+            Scope::All => true,
+            Scope::Domain(d) => *d == domain,
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// The rows in scope: a domain's administrator sees and changes neither other domains'
+    /// certificates nor superadmin certificates, whatever their domain.
+    fn clause(&self) -> (&'static str, Option<mysql_async::Value>) {
         match self {
-            Kind::Client => "client",
-            Kind::Admin => "admin",
+            Scope::All => ("TRUE", None),
+            Scope::Domain(d) => (
+                "domain = ? AND kind <> 'superadmin'",
+                Some(d.as_str().into()),
+            ),
         }
     }
 }
 
 /// One issued certificate as listed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, FromRow)]
 pub struct CertRow {
     pub name: String,
     pub domain: String,
-    pub kind: String,
+    pub kind: ClientKind,
     pub common_name: String,
     pub fingerprint: String,
     pub serial: String,
-    pub status: String,
+    pub status: ClientStatus,
     pub not_after: String,
     pub days_left: i64,
     pub revoked_at: Option<String>,
+}
+
+/// What a new certificate is: `<name>.<domain>`, of `kind`, valid `days` days.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub name: &'a str,
+    pub domain: &'a Domain,
+    pub kind: ClientKind,
+    pub days: i64,
+}
+
+impl Request<'_> {
+    fn check(&self) -> Result<(), CertError> {
+        check_name(self.name)?;
+        check_days(self.days)
+    }
+
+    pub fn common_name(&self) -> String {
+        format!("{}.{}", self.name, self.domain)
+    }
 }
 
 fn check_name(name: &str) -> Result<(), CertError> {
@@ -75,114 +114,91 @@ fn check_name(name: &str) -> Result<(), CertError> {
     }
 }
 
-fn sql_time(t: OffsetDateTime) -> Option<String> {
-    crate::db::to_mysql_datetime(&mb_shared::format_rfc3339(t))
+fn check_days(days: i64) -> Result<(), CertError> {
+    if (1..=MAX_DAYS).contains(&days) {
+        Ok(())
+    } else {
+        Err(CertError::Invalid(format!(
+            "validity must be 1 to {MAX_DAYS} days, got {days}"
+        )))
+    }
 }
 
-/// Issues a certificate for `<name>.<domain>` and records it.
-pub async fn issue(
-    db: &Db,
-    ca: &Ca,
-    name: &str,
-    domain: &Domain,
-    kind: Kind,
-    days: i64,
-    actor: &str,
-) -> Result<Issued, CertError> {
-    check_name(name)?;
-    if !(1..=3650).contains(&days) {
-        return Err(CertError::Invalid("validity must be 1 to 3650 days".into()));
-    }
-    let cn = format!("{name}.{domain}");
-    let issued = ca.issue(&cn, kind.profile(), days)?;
-    record(
-        db,
-        name,
-        domain,
-        kind,
-        &cn,
-        &issued,
-        actor,
-        "cert.issue",
-        String::new(),
-    )
-    .await?;
+/// Issues a certificate and records it.
+pub async fn issue(db: &Db, ca: &Ca, req: Request<'_>, actor: &str) -> Result<Issued, CertError> {
+    req.check()?;
+    let issued = ca.issue(&req.common_name(), profile(req.kind), req.days)?;
+    record(db, &req, &issued, actor, "cert.issue", "").await?;
     Ok(issued)
 }
 
-/// Issues a new certificate with the same CN; the old ones stay valid until they expire.
-pub async fn renew<'a>(
+/// The kind of the active certificates of `<name>.<domain>`, if it has any.
+pub async fn active_kind(
     db: &Db,
-    ca_for: impl Fn(Kind) -> &'a Ca,
     name: &str,
     domain: &Domain,
-    days: i64,
-    actor: &str,
-) -> Result<Issued, CertError> {
-    let mut conn = db.pool().get_conn().await?;
-    let current: Vec<(String, String)> = conn
-        .exec(
-            "SELECT serial, kind FROM clients WHERE name = ? AND domain = ? AND status = 'active' \
-             ORDER BY not_after DESC",
+) -> Result<Option<ClientKind>, CertError> {
+    Ok(db
+        .pool()
+        .get_conn()
+        .await?
+        .exec_first(
+            "SELECT kind FROM clients WHERE name = ? AND domain = ? AND status = 'active' \
+             ORDER BY not_after DESC LIMIT 1",
             (name, domain.as_str()),
         )
+        .await?)
+}
+
+/// Issues a new certificate with the same CN and kind; the old ones stay valid until they
+/// expire.
+pub async fn renew(db: &Db, ca: &Ca, req: Request<'_>, actor: &str) -> Result<Issued, CertError> {
+    req.check()?;
+    let previous: Vec<String> = db
+        .pool()
+        .get_conn()
+        .await?
+        .exec(
+            "SELECT serial FROM clients WHERE name = ? AND domain = ? AND kind = ? \
+             AND status = 'active'",
+            (req.name, req.domain.as_str(), req.kind),
+        )
         .await?;
-    drop(conn);
-    let Some((_, kind)) = current.first() else {
+    if previous.is_empty() {
         return Err(CertError::NotFound(format!(
-            "no active certificate for {name}.{domain} to renew"
+            "no active certificate for {} to renew",
+            req.common_name()
         )));
-    };
-    let kind = if kind == "admin" {
-        Kind::Admin
-    } else {
-        Kind::Client
-    };
-    let cn = format!("{name}.{domain}");
-    let issued = ca_for(kind).issue(&cn, kind.profile(), days)?;
-    let previous: Vec<&str> = current.iter().map(|(s, _)| s.as_str()).collect();
+    }
+    let issued = ca.issue(&req.common_name(), profile(req.kind), req.days)?;
     let details = format!("previous serials still valid: {}", previous.join(","));
-    record(
-        db,
-        name,
-        domain,
-        kind,
-        &cn,
-        &issued,
-        actor,
-        "cert.renew",
-        details,
-    )
-    .await?;
+    record(db, &req, &issued, actor, "cert.renew", &details).await?;
     Ok(issued)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record(
     db: &Db,
-    name: &str,
-    domain: &Domain,
-    kind: Kind,
-    cn: &str,
+    req: &Request<'_>,
     c: &Issued,
     actor: &str,
     action: &str,
-    extra: String,
+    extra: &str,
 ) -> Result<(), CertError> {
+    let cn = req.common_name();
     let mut conn = db.pool().get_conn().await?;
     let mut tx = conn.start_transaction(Default::default()).await?;
     tx.exec_drop(
         "INSERT INTO clients (name, domain, kind, common_name, fingerprint, serial, not_before, not_after) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            name,
-            domain.as_str(),
-            kind.as_str(),
-            cn,
+            req.name,
+            req.domain.as_str(),
+            req.kind,
+            &cn,
             &c.fingerprint,
             &c.serial,
-            sql_time(c.not_before),
-            sql_time(c.not_after),
+            mb_shared::time::mysql_datetime(c.not_before),
+            mb_shared::time::mysql_datetime(c.not_after),
         ),
     )
     .await?;
@@ -190,15 +206,34 @@ async fn record(
         "serial={} fingerprint={} not_after={} {extra}",
         c.serial,
         c.fingerprint,
-        mb_shared::format_rfc3339(c.not_after)
+        mb_shared::time::format_rfc3339(c.not_after)
     );
-    tx.exec_drop(
-        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
-        (actor, action, cn, details.trim_end()),
-    )
-    .await?;
+    audit(&mut tx, actor, action, &cn, details.trim_end()).await?;
+    bump_access_version(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Marks the access list changed, inside the transaction that changes it (see V3).
+async fn bump_access_version(
+    tx: &mut mysql_async::Transaction<'_>,
+) -> Result<(), mysql_async::Error> {
+    tx.query_drop("UPDATE access_version SET v = v + 1 WHERE id = 1")
+        .await
+}
+
+async fn audit(
+    tx: &mut mysql_async::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &str,
+) -> Result<(), mysql_async::Error> {
+    tx.exec_drop(
+        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
+        (actor, action, target, details),
+    )
+    .await
 }
 
 /// Which certificates a revoke or disable applies to.
@@ -227,52 +262,75 @@ impl Selector<'_> {
     }
 }
 
+/// A change of certificate status: what it applies to, from which states, and to which.
+struct Transition<'a> {
+    which: &'a Selector<'a>,
+    scope: Scope<'a>,
+    from: [ClientStatus; 2],
+    to: ClientStatus,
+    action: &'static str,
+}
+
 /// Revokes the selected certificates; returns the serials newly revoked.
-pub async fn revoke(db: &Db, which: &Selector<'_>, actor: &str) -> Result<Vec<String>, CertError> {
-    set_status(
-        db,
+pub async fn revoke(
+    db: &Db,
+    which: &Selector<'_>,
+    scope: Scope<'_>,
+    actor: &str,
+) -> Result<Vec<String>, CertError> {
+    let t = Transition {
         which,
-        "revoked",
-        &["active", "disabled"],
-        actor,
-        "cert.revoke",
-    )
-    .await
+        scope,
+        from: [ClientStatus::Active, ClientStatus::Disabled],
+        to: ClientStatus::Revoked,
+        action: "cert.revoke",
+    };
+    set_status(db, &t, actor).await
 }
 
 /// Disables (or re-enables) the selected client: its certificates are refused while disabled.
 pub async fn set_disabled(
     db: &Db,
     which: &Selector<'_>,
+    scope: Scope<'_>,
     disabled: bool,
     actor: &str,
 ) -> Result<Vec<String>, CertError> {
-    if disabled {
-        set_status(db, which, "disabled", &["active"], actor, "client.disable").await
+    let (from, to, action) = if disabled {
+        (
+            ClientStatus::Active,
+            ClientStatus::Disabled,
+            "client.disable",
+        )
     } else {
-        set_status(db, which, "active", &["disabled"], actor, "client.enable").await
-    }
+        (
+            ClientStatus::Disabled,
+            ClientStatus::Active,
+            "client.enable",
+        )
+    };
+    let t = Transition {
+        which,
+        scope,
+        from: [from, from],
+        to,
+        action,
+    };
+    set_status(db, &t, actor).await
 }
 
-async fn set_status(
-    db: &Db,
-    which: &Selector<'_>,
-    to: &str,
-    from: &[&str],
-    actor: &str,
-    action: &str,
-) -> Result<Vec<String>, CertError> {
-    let (clause, params) = which.clause();
-    let from_list = from
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<String>, CertError> {
+    let (which, mut params) = t.which.clause();
+    let (scope, scope_param) = t.scope.clause();
+    params.extend(scope_param);
+    params.push(t.from[0].into());
+    params.push(t.from[1].into());
+    let filter = format!("{which} AND {scope} AND status IN (?, ?)");
     let mut conn = db.pool().get_conn().await?;
     let mut tx = conn.start_transaction(Default::default()).await?;
     let rows: Vec<(String, String)> = tx
         .exec(
-            format!("SELECT serial, common_name FROM clients WHERE {clause} AND status IN ({from_list}) FOR UPDATE"),
+            format!("SELECT serial, common_name FROM clients WHERE {filter} FOR UPDATE"),
             params.clone(),
         )
         .await?;
@@ -281,145 +339,180 @@ async fn set_status(
             "no matching certificate in a state that allows this".into(),
         ));
     }
-    let mut update_params: Vec<mysql_async::Value> =
-        vec![to.into(), to.into(), to.into(), actor.into()];
-    update_params.extend(params);
+    let revoking = t.to == ClientStatus::Revoked;
+    let mut update: Vec<mysql_async::Value> = vec![t.to.into(), revoking.into(), revoking.into()];
+    update.push(actor.into());
+    update.extend(params);
     tx.exec_drop(
         format!(
             "UPDATE clients SET status = ?, \
-             revoked_at = IF(? = 'revoked', UTC_TIMESTAMP(3), revoked_at), \
-             revoked_by = IF(? = 'revoked', ?, revoked_by) \
-             WHERE {clause} AND status IN ({from_list})"
+             revoked_at = IF(?, UTC_TIMESTAMP(3), revoked_at), \
+             revoked_by = IF(?, ?, revoked_by) \
+             WHERE {filter}"
         ),
-        update_params,
+        update,
     )
     .await?;
     for (serial, cn) in &rows {
-        tx.exec_drop(
-            "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
-            (actor, action, cn, format!("serial={serial}")),
-        )
-        .await?;
+        audit(&mut tx, actor, t.action, cn, &format!("serial={serial}")).await?;
     }
+    bump_access_version(&mut tx).await?;
     tx.commit().await?;
     Ok(rows.into_iter().map(|(s, _)| s).collect())
 }
 
-/// Every certificate, newest first, with days to expiry.
-pub async fn list(db: &Db) -> Result<Vec<CertRow>, CertError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        Option<String>,
-    );
+/// The certificates in `scope`, newest first, with days to expiry.
+pub async fn list(db: &Db, scope: Scope<'_>) -> Result<Vec<CertRow>, CertError> {
+    let (clause, param) = scope.clause();
+    let rows = db
+        .pool()
+        .get_conn()
+        .await?
+        .exec(
+            format!(
+                "SELECT name, domain, kind, common_name, fingerprint, serial, status, \
+                 DATE_FORMAT(not_after, '%Y-%m-%dT%H:%i:%sZ') AS not_after, \
+                 CAST(FLOOR(TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), not_after) / 86400) AS SIGNED) \
+                   AS days_left, \
+                 DATE_FORMAT(revoked_at, '%Y-%m-%dT%H:%i:%sZ') AS revoked_at \
+                 FROM clients WHERE {clause} ORDER BY created_at DESC, id DESC"
+            ),
+            param.into_iter().collect::<Vec<_>>(),
+        )
+        .await?;
+    Ok(rows)
+}
+
+/// An administrator certificate that is active now: its kind and domain.
+pub async fn active_admin(
+    db: &Db,
+    fingerprint: &str,
+) -> Result<Option<(ClientKind, String)>, CertError> {
+    Ok(db
+        .pool()
+        .get_conn()
+        .await?
+        .exec_first(
+            "SELECT kind, domain FROM clients WHERE fingerprint = ? \
+             AND kind IN ('admin', 'superadmin') AND status = 'active' \
+             AND not_after > UTC_TIMESTAMP()",
+            (fingerprint,),
+        )
+        .await?)
+}
+
+/// Who ingest admits and refuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    /// Fingerprints of active client (sender) certificates.
+    pub active: Vec<String>,
+    /// (serial, revoked at) of every revoked certificate.
+    pub revoked: Vec<(String, OffsetDateTime)>,
+    /// Fingerprints of disabled clients' certificates.
+    pub disabled: Vec<String>,
+}
+
+/// How long a published CRL is valid; it is re-signed whenever it changes, and at least daily.
+pub const CRL_VALIDITY: time::Duration = time::Duration::days(2);
+
+/// The CRLs (PEM, one per CA) listing `revoked`. Each lists every revoked serial: an entry for
+/// another CA's certificate never matches (CRLs are matched by issuer), and serials are random
+/// 127-bit numbers.
+pub fn signed_crls<'a>(
+    cas: impl IntoIterator<Item = &'a Ca>,
+    revoked: &[(String, OffsetDateTime)],
+) -> Result<String, CaError> {
+    let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let mut pem = String::new();
+    for ca in cas {
+        pem.push_str(&ca.crl(revoked, now, CRL_VALIDITY)?);
+    }
+    Ok(pem)
+}
+
+/// A value that changes whenever the access list does: one primary-key read.
+pub async fn access_version(db: &Db) -> Result<u64, CertError> {
+    let v: Option<u64> = db
+        .pool()
+        .get_conn()
+        .await?
+        .query_first("SELECT v FROM access_version WHERE id = 1")
+        .await?;
+    Ok(v.unwrap_or_default())
+}
+
+pub async fn access_list(db: &Db) -> Result<AccessList, CertError> {
+    type Row = (String, String, ClientKind, ClientStatus, Option<i64>);
     let rows: Vec<Row> = db
         .pool()
         .get_conn()
         .await?
         .query(
-            "SELECT name, domain, kind, common_name, fingerprint, serial, status, \
-             DATE_FORMAT(not_after, '%Y-%m-%dT%H:%i:%sZ'), \
-             FLOOR(TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), not_after) / 86400), \
-             DATE_FORMAT(revoked_at, '%Y-%m-%dT%H:%i:%sZ') \
-             FROM clients ORDER BY created_at DESC, id DESC",
+            "SELECT serial, fingerprint, kind, status, CAST(UNIX_TIMESTAMP(revoked_at) AS SIGNED) \
+             FROM clients ORDER BY serial",
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                name,
-                domain,
-                kind,
-                common_name,
-                fingerprint,
-                serial,
-                status,
-                not_after,
-                days_left,
-                revoked_at,
-            )| CertRow {
-                name,
-                domain,
-                kind,
-                common_name,
-                fingerprint,
-                serial,
-                status,
-                not_after,
-                days_left,
-                revoked_at,
-            },
-        )
-        .collect())
-}
-
-/// Whether `fingerprint` belongs to an active administrator certificate.
-pub async fn is_active_admin(db: &Db, fingerprint: &str) -> Result<bool, CertError> {
-    let row: Option<u8> = db
-        .pool()
-        .get_conn()
-        .await?
-        .exec_first(
-            "SELECT 1 FROM clients WHERE fingerprint = ? AND kind = 'admin' AND status = 'active' \
-             AND not_after > UTC_TIMESTAMP()",
-            (fingerprint,),
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
-/// What ingest needs to refuse revoked and disabled clients.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Revocations {
-    /// (serial, revoked at) of every revoked certificate.
-    pub revoked: Vec<(String, OffsetDateTime)>,
-    /// Fingerprints (client ids) of disabled clients' certificates.
-    pub disabled: Vec<String>,
-}
-
-pub async fn revocations(db: &Db) -> Result<Revocations, CertError> {
-    let rows: Vec<(String, String, String, Option<i64>)> = db
-        .pool()
-        .get_conn()
-        .await?
-        .query(
-            "SELECT serial, fingerprint, status, CAST(UNIX_TIMESTAMP(revoked_at) AS SIGNED) \
-             FROM clients WHERE status <> 'active' ORDER BY serial",
-        )
-        .await?;
-    let mut out = Revocations {
-        revoked: Vec::new(),
-        disabled: Vec::new(),
-    };
-    for (serial, fingerprint, status, at) in rows {
-        if status == "revoked" {
-            let at = OffsetDateTime::from_unix_timestamp(at.unwrap_or(0))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            out.revoked.push((serial, at));
-        } else {
-            out.disabled.push(fingerprint);
+    let mut out = AccessList::default();
+    for (serial, fingerprint, kind, status, revoked_at) in rows {
+        match status {
+            ClientStatus::Active if kind == ClientKind::Client => out.active.push(fingerprint),
+            ClientStatus::Active => {}
+            ClientStatus::Revoked => {
+                let at = OffsetDateTime::from_unix_timestamp(revoked_at.unwrap_or(0))
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                out.revoked.push((serial, at));
+            }
+            ClientStatus::Disabled => out.disabled.push(fingerprint),
         }
     }
     Ok(out)
 }
 
-/// (common name, serial, kind, expiry as Unix seconds) of every active certificate.
-pub async fn active_expiries(db: &Db) -> Result<Vec<(String, String, String, i64)>, CertError> {
+/// One active certificate's expiry, for the expiry metric.
+#[derive(Debug, FromRow)]
+pub struct Expiry {
+    pub common_name: String,
+    pub serial: String,
+    pub kind: ClientKind,
+    pub not_after: i64,
+}
+
+pub async fn active_expiries(db: &Db) -> Result<Vec<Expiry>, CertError> {
     Ok(db
         .pool()
         .get_conn()
         .await?
         .query(
-            "SELECT common_name, serial, kind, CAST(UNIX_TIMESTAMP(not_after) AS SIGNED) \
+            "SELECT common_name, serial, kind, \
+             CAST(UNIX_TIMESTAMP(not_after) AS SIGNED) AS not_after \
              FROM clients WHERE status = 'active'",
         )
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_validity_are_checked() {
+        assert!(check_name("acme-1_x").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a.b").is_err());
+        assert!(check_name(&"a".repeat(65)).is_err());
+        assert!(check_days(1).is_ok() && check_days(MAX_DAYS).is_ok());
+        for bad in [0, -5, MAX_DAYS + 1, i64::MAX] {
+            let err = check_days(bad).unwrap_err().to_string();
+            assert!(err.contains("1 to 3650"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_domain_scope_allows_its_own_domain_only() {
+        let a = Domain::parse("a.com").unwrap();
+        let b = Domain::parse("b.com").unwrap();
+        assert!(Scope::Domain(&a).allows(&a));
+        assert!(!Scope::Domain(&a).allows(&b));
+        assert!(Scope::All.allows(&b));
+    }
 }

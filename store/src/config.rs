@@ -2,6 +2,7 @@
 
 use mb_shared::config::{ConfigError, TlsFiles};
 use mb_shared::secret::SecretString;
+use mb_shared::server::Limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,9 @@ pub struct Config {
     /// Apply pending migrations at startup.
     #[serde(default = "default_true")]
     pub migrate_on_start: bool,
+    /// Timeouts and caps of the HTTPS listener.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -58,6 +62,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        cfg.limits.validate(path, "limits")?;
         Ok(cfg)
     }
 }

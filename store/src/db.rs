@@ -4,6 +4,7 @@
 
 use mb_shared::internal::{Delivery, Failure, StatusOut};
 use mb_shared::message::{ClientId, MessageId};
+use mb_shared::time::to_mysql_datetime;
 use mysql_async::prelude::*;
 use mysql_async::{Params, Pool, Value};
 
@@ -161,35 +162,9 @@ fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
-/// RFC 3339 → `YYYY-MM-DD HH:MM:SS.mmm` in UTC, for DATETIME(3) columns.
-pub fn to_mysql_datetime(rfc3339: &str) -> Option<String> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    let t = mb_shared::to_storable_utc(t)?;
-    Some(format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn converts_rfc3339_to_mysql_utc() {
-        assert_eq!(
-            to_mysql_datetime("2025-10-20T14:34:56.789+02:00").as_deref(),
-            Some("2025-10-20 12:34:56.789")
-        );
-        assert_eq!(to_mysql_datetime("nonsense"), None);
-    }
 
     #[test]
     fn placeholder_rows_have_ten_parameters() {

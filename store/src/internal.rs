@@ -3,12 +3,12 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mb_shared::extract::ApiJson;
 use mb_shared::internal::{
     DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, ItemResult, Outcome,
     StatusOut,
@@ -28,10 +28,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(DELIVER_PATH, post(deliver))
         .route(FAILED_PATH, post(failed))
         .route("/internal/v1/messages/{id}", get(status))
-        .route(
-            mb_shared::internal::REVOCATIONS_PATH,
-            get(crate::revocation::revocations),
-        )
+        .route(mb_shared::internal::ACCESS_PATH, get(crate::access::access))
         .route_layer(middleware::from_fn(require_service))
 }
 
@@ -52,72 +49,89 @@ async fn require_service(req: Request, next: Next) -> Result<Response, ApiError>
 
 async fn deliver(
     State(app): State<Arc<AppState>>,
-    body: Result<Json<DeliverIn>, JsonRejection>,
+    ApiJson(batch): ApiJson<DeliverIn>,
 ) -> Result<Json<DeliverOut>, ApiError> {
-    let Json(batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let started = Instant::now();
     let mut results = Vec::with_capacity(batch.messages.len());
     let mut accepted = Vec::with_capacity(batch.messages.len());
     for d in &batch.messages {
-        match check(&app, d) {
+        let (outcome, error) = match check(&app, d) {
             Ok(()) => {
                 accepted.push(d);
-                results.push(ItemResult {
-                    message_id: d.entry.message_id,
-                    outcome: Outcome::Stored,
-                    error: None,
-                });
+                (Outcome::Stored, None)
             }
-            Err(reason) => {
+            Err(Unfit::NotYet(reason)) => {
+                app.metrics.deferred.inc();
+                tracing::warn!(message_id = %d.entry.message_id, %reason,
+                    "delivery deferred: the store's configuration does not match the sender's");
+                (Outcome::Deferred, Some(reason))
+            }
+            Err(Unfit::Never(reason)) => {
                 tracing::warn!(message_id = %d.entry.message_id, %reason, "rejected delivery");
-                results.push(ItemResult {
-                    message_id: d.entry.message_id,
-                    outcome: Outcome::Rejected,
-                    error: Some(reason),
-                });
+                (Outcome::Rejected, Some(reason))
             }
-        }
+        };
+        results.push(ItemResult {
+            message_id: d.entry.message_id,
+            outcome,
+            error,
+        });
     }
     if let Err(e) = app.db.upsert_delivered(&accepted).await {
         app.metrics.db_errors.inc();
         return Err(e.into());
     }
     app.metrics.stored.inc_by(accepted.len() as u64);
-    app.metrics
-        .rejected
-        .inc_by((results.len() - accepted.len()) as u64);
+    app.metrics.rejected.inc_by(
+        results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Rejected)
+            .count() as u64,
+    );
     app.metrics
         .batch_seconds
         .observe(started.elapsed().as_secs_f64());
     Ok(Json(DeliverOut { results }))
 }
 
-/// Why the store cannot keep a delivered message, if it cannot.
-fn check(app: &AppState, d: &Delivery) -> Result<(), String> {
+/// Why the store cannot keep a delivered message.
+enum Unfit {
+    /// Not yet: the store lacks the message's key id or domain. That is a configuration
+    /// mismatch between services (one restarted before the other), fixed by configuration.
+    NotYet(String),
+    /// Never: the message itself is malformed.
+    Never(String),
+}
+
+fn check(app: &AppState, d: &Delivery) -> Result<(), Unfit> {
     let e = &d.entry;
-    if app.domains.get(e.domain.as_str()).is_none() {
-        return Err(format!(
-            "domain `{}` is not configured in the store",
-            e.domain
-        ));
-    }
-    let key_id = mb_shared::crypto::key_id(&e.body).ok_or("body is not mb ciphertext")?;
-    if !app.keyring.has_key(key_id) {
-        return Err(format!(
-            "body is encrypted with key {key_id}, which the store's keyring lacks"
-        ));
-    }
     if !is_ciphertext(&e.body) {
-        return Err("body is not mb ciphertext (k<key id>:<base64>, at most 8 KiB)".into());
+        return Err(Unfit::Never(
+            "body is not mb ciphertext (k<key id>:<base64>, at most 8 KiB)".into(),
+        ));
     }
     if !is_hex64(&e.sender_hash) || !is_hex64(e.client_id.as_str()) {
-        return Err("sender_hash and client_id must be 64 hex digits".into());
+        return Err(Unfit::Never(
+            "sender_hash and client_id must be 64 hex digits".into(),
+        ));
     }
     if !is_mask(&e.sender_mask) {
-        return Err("sender_mask is not a mask".into());
+        return Err(Unfit::Never("sender_mask is not a mask".into()));
     }
-    if crate::db::to_mysql_datetime(&e.queued_at).is_none() {
-        return Err("queued_at is not RFC 3339".into());
+    if mb_shared::time::to_mysql_datetime(&e.queued_at).is_none() {
+        return Err(Unfit::Never("queued_at is not RFC 3339".into()));
+    }
+    if app.domains.get(e.domain.as_str()).is_none() {
+        return Err(Unfit::NotYet(format!(
+            "domain `{}` is not configured in the store",
+            e.domain
+        )));
+    }
+    let key_id = mb_shared::crypto::key_id(&e.body).unwrap_or_default();
+    if !app.keyring.has_key(key_id) {
+        return Err(Unfit::NotYet(format!(
+            "body is encrypted with key {key_id}, which the store's keyring lacks"
+        )));
     }
     Ok(())
 }
@@ -168,9 +182,8 @@ fn sanitize(d: &mut Delivery) {
 
 async fn failed(
     State(app): State<Arc<AppState>>,
-    body: Result<Json<FailedIn>, JsonRejection>,
+    ApiJson(mut batch): ApiJson<FailedIn>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(mut batch) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     for f in &mut batch.messages {
         sanitize(&mut f.delivery);
     }

@@ -2,6 +2,7 @@
 //! idempotent upsert, mark failed, status), runs the schema migrations, and holds the
 //! certificate authority that `mbctl` uses.
 
+pub mod access;
 pub mod admin;
 pub mod ca;
 pub mod certs;
@@ -11,13 +12,14 @@ pub mod error;
 pub mod internal;
 pub mod mbctl;
 pub mod metrics;
-pub mod revocation;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
 use mb_shared::crypto::Keyring;
 use mb_shared::domains::Domains;
+use mb_shared::server::body::{BodyLimit, read_body};
+use mb_shared::server::{Limits, ListenerMetrics, MtlsListener};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -27,7 +29,7 @@ pub struct AppState {
     pub ca: ca::Ca,
     /// The domains' own CAs, where configured.
     pub domain_cas: Vec<(mb_shared::message::Domain, ca::Ca)>,
-    pub crl: revocation::CrlCache,
+    pub access: access::AccessCache,
     pub keyring: Keyring,
     pub domains: Domains,
     pub metrics: metrics::Metrics,
@@ -37,6 +39,9 @@ pub struct AppState {
 pub struct Service {
     pub state: Arc<AppState>,
     pub tls: rustls::ServerConfig,
+    pub anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+    pub limits: mb_shared::server::Limits,
+    pub listener_metrics: mb_shared::server::ListenerMetrics,
     pub registry: prometheus_client::registry::Registry,
 }
 
@@ -45,6 +50,7 @@ impl Service {
         let keyring = Keyring::load(&cfg.keyring)?;
         let domains = Domains::load(&cfg.domains_file)?;
         let tls = mb_shared::tls::server_config(&cfg.tls, &[], Vec::new())?;
+        let anchors = mb_shared::server::load_anchors(&[cfg.tls.ca.as_path()])?;
         let db = db::Db::connect(cfg.mysql_url.expose(), cfg.mysql_pool_max)?;
         if cfg.migrate_on_start {
             db.migrate().await?;
@@ -63,17 +69,23 @@ impl Service {
         }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        let listener_metrics = mb_shared::server::ListenerMetrics::register(
+            registry.sub_registry_with_prefix("mb_store"),
+        );
         Ok(Self {
             state: Arc::new(AppState {
                 db,
                 ca,
                 domain_cas,
-                crl: Default::default(),
+                access: Default::default(),
                 keyring,
                 domains,
                 metrics,
             }),
             tls,
+            anchors,
+            limits: cfg.limits.clone(),
+            listener_metrics,
             registry,
         })
     }
@@ -83,22 +95,43 @@ impl AppState {
     /// The CA that issues `kind` certificates for `domain`: the domain's own for its clients,
     /// the broker's for everything else (administrators authenticate to the store, which
     /// trusts the broker's CA only).
-    pub fn ca_for(&self, domain: &mb_shared::message::Domain, kind: certs::Kind) -> &ca::Ca {
+    pub fn ca_for(
+        &self,
+        domain: &mb_shared::message::Domain,
+        kind: mb_shared::status::ClientKind,
+    ) -> &ca::Ca {
         self.domain_cas
             .iter()
-            .find(|(d, _)| d == domain && kind == certs::Kind::Client)
+            .find(|(d, _)| d == domain && kind == mb_shared::status::ClientKind::Client)
             .map_or(&self.ca, |(_, ca)| ca)
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// Largest request body of the internal API: a full deliver batch (1000 entries of at most
+/// ~7 KiB each) fits.
+const INTERNAL_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest request body anywhere else (admin requests are small JSON documents).
+const ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> Router {
+    let body = |max_bytes| {
+        axum::middleware::from_fn_with_state(
+            BodyLimit {
+                max_bytes,
+                timeout: limits.body_read_timeout,
+                metrics: metrics.clone(),
+            },
+            read_body,
+        )
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/crl", get(revocation::crl))
-        .merge(internal::router())
+        .route("/crl", get(access::crl))
         .merge(admin::router())
-        // A full deliver batch (1000 entries of at most ~7 KiB each) fits.
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+        .layer(body(ADMIN_BODY_BYTES))
+        .merge(internal::router().layer(body(INTERNAL_BODY_BYTES)))
+        // The body middleware enforces the limits; extractors take what it read.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -113,9 +146,21 @@ pub async fn run(
     let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let expiry = tokio::spawn(metrics::watch_certificate_expiry(service.state.clone()));
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
-    let app = router(service.state.clone());
+    let app = router(
+        service.state.clone(),
+        &service.limits,
+        &service.listener_metrics,
+    );
     tracing::info!(addr = %listener.local_addr()?, "store listening");
-    mb_shared::server::serve_mtls(listener, tls, app, shutdown).await;
+    MtlsListener {
+        tcp: listener,
+        tls,
+        anchors: service.anchors,
+        limits: service.limits,
+        metrics: service.listener_metrics,
+    }
+    .serve(app, shutdown)
+    .await;
     expiry.abort();
     metrics.stop().await;
     service.state.db.close().await;

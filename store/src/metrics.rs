@@ -20,6 +20,7 @@ pub struct CertLabels {
 pub struct Metrics {
     pub stored: Counter,
     pub rejected: Counter,
+    pub deferred: Counter,
     pub failed: Counter,
     pub batch_seconds: Histogram,
     pub db_errors: Counter,
@@ -33,6 +34,7 @@ impl Metrics {
         let m = Self {
             stored: Counter::default(),
             rejected: Counter::default(),
+            deferred: Counter::default(),
             failed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             db_errors: Counter::default(),
@@ -53,6 +55,11 @@ impl Metrics {
             "messages_rejected",
             "Delivered messages refused (bad domain, unknown key, malformed)",
             m.rejected.clone(),
+        );
+        r.register(
+            "messages_deferred",
+            "Deliveries put off because the store lacks their key id or domain (configuration mismatch)",
+            m.deferred.clone(),
         );
         r.register(
             "messages_failed",
@@ -77,11 +84,15 @@ pub async fn watch_certificate_expiry(app: Arc<crate::AppState>) {
         match crate::certs::active_expiries(&app.db).await {
             Ok(rows) => {
                 app.metrics.cert_expiry.clear();
-                for (cn, serial, kind, not_after) in rows {
+                for e in rows {
                     app.metrics
                         .cert_expiry
-                        .get_or_create(&CertLabels { cn, serial, kind })
-                        .set(not_after);
+                        .get_or_create(&CertLabels {
+                            cn: e.common_name,
+                            serial: e.serial,
+                            kind: e.kind.to_string(),
+                        })
+                        .set(e.not_after);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cannot refresh certificate expiry metric"),

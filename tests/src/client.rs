@@ -110,3 +110,18 @@ impl ApiClient {
 pub fn message(sender: &str, body: &str) -> serde_json::Value {
     serde_json::json!({"sender_number": sender, "message_body": body})
 }
+
+/// Asserts that a request was refused during the TLS handshake with `alert` (e.g.
+/// `CertificateRevoked`), not by some other failure such as a wrong port.
+pub fn assert_tls_alert(result: Result<Answer, String>, alert: &str) {
+    match result {
+        Ok(a) => panic!(
+            "expected the TLS alert {alert}, got HTTP {}: {:?}",
+            a.status, a.json
+        ),
+        Err(e) => assert!(
+            e.contains(&format!("AlertReceived({alert})")),
+            "expected the TLS alert {alert}, got: {e}"
+        ),
+    }
+}

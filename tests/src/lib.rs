@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod proc;
+pub mod readme;
 pub mod redis_server;
 pub mod stack;
 pub mod testdb;
@@ -94,6 +95,31 @@ pub async fn wait_for_port(port: u16, timeout: Duration, what: &str) {
             .map(|_| ())
     })
     .await
+}
+
+/// The Prometheus text a service serves on 127.0.0.1:`port`/metrics.
+pub async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect to metrics port {port}: {e}"));
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send metrics request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read metrics");
+    out
+}
+
+/// The value of one sample (`name{labels}` exactly as exported, or a bare name), 0 if absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 /// Submits `n` distinct messages over `concurrency` connections; returns the ids of the

@@ -57,6 +57,11 @@ impl RedisServer {
         .await;
     }
 
+    /// Sends a signal by name (STOP freezes it with its sockets open, CONT resumes it).
+    pub fn signal(&self, sig: &str) {
+        self.proc.signal(sig);
+    }
+
     pub fn stop(&mut self) {
         self.proc.stop();
     }

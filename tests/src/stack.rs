@@ -26,6 +26,9 @@ pub struct StackOptions {
     pub rate_limit: Option<&'static str>,
     /// Give the second domain, other.org, a CA of its own (`mbctl ca create-domain`).
     pub other_org_own_ca: bool,
+    /// Extra YAML lines for ingest's and the store's configs (e.g. a `limits:` block).
+    pub ingest_extra: &'static str,
+    pub store_extra: &'static str,
 }
 
 impl Default for StackOptions {
@@ -39,6 +42,8 @@ impl Default for StackOptions {
             separate_store_keyring: false,
             rate_limit: None,
             other_org_own_ca: false,
+            ingest_extra: "",
+            store_extra: "",
         }
     }
 }
@@ -52,6 +57,10 @@ pub struct Stack {
     pub delivers: Vec<Proc>,
     pub ingest_port: u16,
     pub store_port: u16,
+    pub ingest_metrics_port: u16,
+    pub store_metrics_port: u16,
+    /// Metrics port of each deliver process, by index.
+    pub deliver_metrics_ports: Vec<u16>,
     // Dropped last: everything above lives in it.
     pub home: tempfile::TempDir,
 }
@@ -98,6 +107,8 @@ impl Stack {
         let db = TestDb::create().await;
         let store_port = crate::free_port();
         let ingest_port = crate::free_port();
+        let store_metrics_port = crate::free_port();
+        let ingest_metrics_port = crate::free_port();
         let store_keyring = if opts.separate_store_keyring {
             "store-keyring.json"
         } else {
@@ -109,9 +120,10 @@ impl Stack {
                 "listen: 127.0.0.1:{store_port}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {}\n\
                  tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
                  keyring: {h}/secrets/{store_keyring}\ndomains_file: {h}/domains.yaml\n\
-                 ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n",
-                crate::free_port(),
+                 ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{}",
+                store_metrics_port,
                 db.url(),
+                opts.store_extra,
                 h = h.display()
             ),
         );
@@ -123,12 +135,13 @@ impl Stack {
                  tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
                  client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
                  keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
-                 redis_timeout: 1s\n{}",
-                crate::free_port(),
+                 redis_timeout: 1s\n{}{}",
+                ingest_metrics_port,
                 redis.url(),
                 opts.rate_limit
                     .map(|r| format!("rate_limit: {r}\n"))
                     .unwrap_or_default(),
+                opts.ingest_extra,
                 h = h.display()
             ),
         );
@@ -152,6 +165,9 @@ impl Stack {
             db,
             ingest_port,
             store_port,
+            ingest_metrics_port,
+            store_metrics_port,
+            deliver_metrics_ports: Vec::new(),
             home,
         };
         stack.start_store().await;
@@ -205,6 +221,7 @@ impl Stack {
         p.start();
         wait_for(&mut p, metrics_port).await;
         self.delivers.push(p);
+        self.deliver_metrics_ports.push(metrics_port);
         i
     }
 

@@ -77,3 +77,52 @@ fn secret_file_readable_by_others_stops_the_service() {
         "{err}"
     );
 }
+
+/// A server that speaks just enough RESP to claim it is Redis 6.0.16.
+async fn old_redis() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                    let commands = req.matches("\r\n*").count() + usize::from(req.starts_with('*'));
+                    let mut reply = String::new();
+                    for _ in 0..commands.saturating_sub(usize::from(req.contains("INFO"))) {
+                        reply.push_str("+OK\r\n");
+                    }
+                    if req.contains("INFO") {
+                        let info = "# Server\r\nredis_version:6.0.16\r\n";
+                        reply.push_str(&format!("${}\r\n{info}\r\n", info.len()));
+                    }
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_refuse_to_start_on_a_redis_older_than_6_2() {
+    let home = init_home();
+    let port = old_redis().await;
+    let cfg = ingest_config(home.path(), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("redis://127.0.0.1:1", &format!("redis://127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, err) = tokio::task::spawn_blocking(move || run_ingest(&cfg))
+        .await
+        .unwrap();
+    assert!(!ok, "ingest started on Redis 6.0");
+    assert!(err.contains("6.0.16") && err.contains("6.2"), "{err}");
+}

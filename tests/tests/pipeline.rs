@@ -173,3 +173,54 @@ async fn same_idempotency_key_returns_the_first_message_and_a_different_body_con
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stack.db.count("SELECT COUNT(*) FROM messages").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_of_an_accepted_message_is_never_rate_limited_and_status_lookups_are() {
+    let stack = Stack::start(StackOptions {
+        start_deliver: false,
+        rate_limit: Some("{max_requests: 2, window_seconds: 3600}"),
+        ..Default::default()
+    })
+    .await;
+    let c = stack.client("alice");
+    let send = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            c.submit_raw(
+                &message("+14155550123", key).to_string(),
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", key),
+                ],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = send("a").await;
+    assert_eq!(first.status, 202);
+    for _ in 0..3 {
+        let again = send("a").await;
+        assert_eq!(
+            again.status, 202,
+            "a retry is answered, not limited: {:?}",
+            again.json
+        );
+        assert_eq!(again.json["message_id"], first.json["message_id"]);
+    }
+    assert_eq!(send("b").await.status, 202, "the second of two allowed");
+    let limited = send("c").await;
+    assert_eq!(limited.status, 429, "{:?}", limited.json);
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // Status lookups have an allowance of their own, and it is enforced.
+    let id = first.json["message_id"].as_str().unwrap();
+    for _ in 0..2 {
+        let st = c.get(&format!("/api/v1/messages/{id}")).await.unwrap();
+        assert_eq!(st.status, 200, "{:?}", st.json);
+        assert_eq!(st.json["status"], "queued");
+    }
+    let st = c.get(&format!("/api/v1/messages/{id}")).await.unwrap();
+    assert_eq!(st.status, 429, "{:?}", st.json);
+    assert_eq!(stack.stream_state().await.0, 2);
+}

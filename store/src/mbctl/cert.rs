@@ -4,9 +4,10 @@
 
 use super::Cli;
 use crate::ca::Ca;
-use crate::certs::{self, Kind, Selector};
+use crate::certs::{self, Request, Scope, Selector};
 use crate::db::Db;
 use mb_shared::message::Domain;
+use mb_shared::status::ClientKind;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -21,13 +22,13 @@ pub enum CertCommand {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 365)]
         days: i64,
-        /// An administrator certificate for the store's /admin API instead of an ingest client.
+        /// An administrator certificate for the store's /admin API (this domain's
+        /// certificates) instead of an ingest client.
         #[arg(long)]
         admin: bool,
-        /// Sign without recording the certificate in the database. Such a certificate cannot
-        /// be listed, revoked or disabled: only for a CA that is not this broker's.
-        #[arg(long)]
-        offline: bool,
+        /// An administrator certificate for every domain's certificates.
+        #[arg(long, conflicts_with = "admin")]
+        superadmin: bool,
     },
     /// A new certificate with the same CN; the old one stays valid until it expires.
     Renew {
@@ -75,12 +76,7 @@ fn domain(d: &str) -> anyhow::Result<Domain> {
 }
 
 pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
-    let main_ca = || {
-        Ca::load(
-            &cli.certs_dir().join("ca.crt"),
-            &cli.secrets_dir().join("ca.key"),
-        )
-    };
+    let main_ca = || main_ca(cli);
     let db = || -> anyhow::Result<Db> { Ok(Db::connect(cli.mysql_url()?, 2)?) };
     match cmd {
         CertCommand::Issue {
@@ -89,25 +85,30 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
             out,
             days,
             admin,
-            offline,
+            superadmin,
         } => {
             let d = domain(d)?;
-            let kind = if *admin { Kind::Admin } else { Kind::Client };
+            let kind = match (admin, superadmin) {
+                (_, true) => ClientKind::Superadmin,
+                (true, _) => ClientKind::Admin,
+                _ => ClientKind::Client,
+            };
             let main = main_ca()?;
             let own = own_ca(cli, &d)?;
             let ca = match (&own, kind) {
-                (Some(own), Kind::Client) => own,
+                (Some(own), ClientKind::Client) => own,
                 _ => &main,
             };
-            let issued = if *offline {
-                ca.issue(&format!("{name}.{d}"), kind.profile(), *days)?
-            } else {
-                let db = db()?;
-                let issued = certs::issue(&db, ca, name, &d, kind, *days, &actor()).await;
-                db.close().await;
-                issued?
+            let req = Request {
+                name,
+                domain: &d,
+                kind,
+                days: *days,
             };
-            print_issued(cli, name, &d, out, &issued)
+            let db = db()?;
+            let issued = certs::issue(&db, ca, req, &actor()).await;
+            db.close().await;
+            print_issued(cli, &req, out, &issued?)
         }
         CertCommand::Renew {
             name,
@@ -117,15 +118,10 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         } => {
             let d = domain(d)?;
             let db = db()?;
-            let main = main_ca()?;
-            let own = own_ca(cli, &d)?;
-            let ca_for = |kind: Kind| match (&own, kind) {
-                (Some(own), Kind::Client) => own,
-                _ => &main,
-            };
-            let issued = certs::renew(&db, ca_for, name, &d, *days, &actor()).await;
+            let renewed = renew(cli, &db, name, &d, *days).await;
             db.close().await;
-            print_issued(cli, name, &d, out, &issued?)
+            let (req, issued) = renewed?;
+            print_issued(cli, &req, out, &issued)
         }
         CertCommand::Revoke {
             name,
@@ -142,7 +138,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
                 _ => anyhow::bail!("give a NAME or --serial"),
             };
             let db = db()?;
-            let revoked = certs::revoke(&db, &which, &actor()).await;
+            let revoked = certs::revoke(&db, &which, Scope::All, &actor()).await;
             if revoked.is_ok() {
                 write_crl(cli, &db).await?;
             }
@@ -160,7 +156,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
                 name,
                 domain: d.as_ref(),
             };
-            let changed = certs::set_disabled(&db, &which, disable, &actor()).await;
+            let changed = certs::set_disabled(&db, &which, Scope::All, disable, &actor()).await;
             db.close().await;
             let verb = if disable { "disabled" } else { "enabled" };
             for s in changed? {
@@ -170,7 +166,7 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
         }
         CertCommand::List => {
             let db = db()?;
-            let rows = certs::list(&db).await;
+            let rows = certs::list(&db, Scope::All).await;
             db.close().await;
             println!(
                 "{:<40} {:<7} {:<9} {:<34} {:<21} {:>9}",
@@ -202,42 +198,73 @@ fn own_ca(cli: &Cli, domain: &Domain) -> anyhow::Result<Option<Ca>> {
     Ok(Some(Ca::load(&own.cert, key)?))
 }
 
+/// Renews `<name>.<domain>` with the CA that issues its kind.
+async fn renew<'a>(
+    cli: &Cli,
+    db: &Db,
+    name: &'a str,
+    d: &'a Domain,
+    days: i64,
+) -> anyhow::Result<(Request<'a>, crate::ca::Issued)> {
+    let kind = certs::active_kind(db, name, d)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no active certificate for {name}.{d} to renew"))?;
+    let ca = match (own_ca(cli, d)?, kind) {
+        (Some(own), ClientKind::Client) => own,
+        _ => main_ca(cli)?,
+    };
+    let req = Request {
+        name,
+        domain: d,
+        kind,
+        days,
+    };
+    Ok((req, certs::renew(db, &ca, req, &actor()).await?))
+}
+
+fn main_ca(cli: &Cli) -> Result<Ca, crate::ca::CaError> {
+    Ca::load(
+        &cli.certs_dir().join("ca.crt"),
+        &cli.secrets_dir().join("ca.key"),
+    )
+}
+
 fn print_issued(
     cli: &Cli,
-    name: &str,
-    domain: &Domain,
+    req: &Request<'_>,
     out: &Option<PathBuf>,
     issued: &crate::ca::Issued,
 ) -> anyhow::Result<()> {
     let dir = out
         .clone()
         .unwrap_or_else(|| cli.certs_dir().join("clients"));
+    let name = req.name;
     issued.write(&dir, name)?;
-    println!("issued      {name}.{domain}");
+    println!("issued      {}", req.common_name());
     println!("certificate {}", dir.join(format!("{name}.crt")).display());
     println!("key         {}", dir.join(format!("{name}.key")).display());
     println!("fingerprint {}", issued.fingerprint);
     println!("serial      {}", issued.serial);
     println!(
         "expires     {}",
-        mb_shared::format_rfc3339(issued.not_after)
+        mb_shared::time::format_rfc3339(issued.not_after)
     );
     Ok(())
 }
 
-/// Keeps a copy of the current CRL in `<home>/certs/crl.pem` for operators; the store
-/// publishes the live one at `GET /crl`.
+/// Keeps a copy of the current CRLs in `<home>/certs/crl.pem` for operators; the store
+/// publishes the live ones at `GET /crl`.
 async fn write_crl(cli: &Cli, db: &Db) -> anyhow::Result<()> {
-    let ca = Ca::load(
-        &cli.certs_dir().join("ca.crt"),
-        &cli.secrets_dir().join("ca.key"),
-    )?;
-    let rev = certs::revocations(db).await?;
-    let pem = ca.crl(
-        &rev.revoked,
-        time::OffsetDateTime::now_utc().unix_timestamp() as u64,
-        time::Duration::days(7),
-    )?;
+    let mut cas = vec![main_ca(cli)?];
+    if let Some(path) = &cli.domains {
+        for own in mb_shared::domains::Domains::load(path)?.own_cas() {
+            if let Some(key) = &own.key {
+                cas.push(Ca::load(&own.cert, key)?);
+            }
+        }
+    }
+    let list = certs::access_list(db).await?;
+    let pem = certs::signed_crls(&cas, &list.revoked)?;
     std::fs::write(cli.certs_dir().join("crl.pem"), pem)?;
     Ok(())
 }
