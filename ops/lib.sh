@@ -15,6 +15,7 @@ ensure_packages() {
   command -v mariadb >/dev/null || missing+=(mariadb-client)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
   [ -x /usr/bin/time ] || missing+=(time)
   command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -57,6 +58,29 @@ wait_ready() {
     sleep 0.1
   done
   die "$6 is not ready after $5 s (last answer: $code); see .local/logs/"
+}
+
+# ensure_cargo_tools TOOL...: installs cargo subcommands that are missing (once; later runs
+# find them in ~/.cargo/bin).
+ensure_cargo_tools() {
+  local t
+  for t in "$@"; do
+    if ! cargo "${t#cargo-}" --version >/dev/null 2>&1; then
+      log "installing $t (once)"
+      cargo install --locked --quiet "$t"
+    fi
+  done
+}
+
+# The RustSec advisory database for `cargo deny --offline`: refreshed from the bundle beside
+# the project when it is there, else the copy a previous run installed.
+ensure_advisory_db() {
+  local tool="$MB_ROOT/../shared/tools/advisory-db"
+  if [ -x "$tool" ]; then
+    "$tool" >/dev/null
+  elif ! ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* >/dev/null 2>&1; then
+    die "no RustSec advisory database for cargo deny: run ../shared/tools/advisory-db (beside the project) once"
+  fi
 }
 
 mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }

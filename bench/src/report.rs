@@ -46,6 +46,149 @@ fn ms(us: u64) -> f64 {
     (us as f64 / 1000.0 * 100.0).round() / 100.0
 }
 
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux).
+const TICK_HZ: f64 = 100.0;
+
+/// What a run measured, before it is written out.
+struct Figures<'a> {
+    args: &'a Args,
+    submitted: &'a Submitted,
+    committed: &'a Committed,
+    accepted: usize,
+    ingest_rate: f64,
+    e2e_rate: f64,
+    /// Per process: peak RSS in MiB, CPU seconds used during the run.
+    processes: BTreeMap<String, (f64, f64)>,
+    mysql_ceiling: Option<f64>,
+}
+
+impl Figures<'_> {
+    fn submit_ms(&self, q: f64) -> f64 {
+        ms(self.submitted.latency_us.value_at_quantile(q))
+    }
+
+    fn e2e_ms(&self, q: f64) -> f64 {
+        ms(self.committed.e2e_us.value_at_quantile(q))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (a, s, c) = (self.args, self.submitted, self.committed);
+        let rss: serde_json::Map<_, _> = self
+            .processes
+            .iter()
+            .map(|(n, (rss, _))| (n.clone(), serde_json::json!(rss)))
+            .collect();
+        let cpu: serde_json::Map<_, _> = self
+            .processes
+            .iter()
+            .map(|(n, (_, cpu))| (n.clone(), serde_json::json!(cpu)))
+            .collect();
+        serde_json::json!({
+            "messages": a.messages,
+            "connections": a.connections,
+            "rate": a.rate,
+            "mode": if a.resume_after_submit.is_empty() { "concurrent" } else { "burst" },
+            "accepted": self.accepted,
+            "refused": s.refused,
+            "errors": s.errors,
+            "ingest_msgs_per_s": self.ingest_rate.round(),
+            "submit_p50_ms": self.submit_ms(0.50),
+            "submit_p99_ms": self.submit_ms(0.99),
+            "submit_p999_ms": self.submit_ms(0.999),
+            "e2e_msgs_per_s": self.e2e_rate.round(),
+            "e2e_p50_ms": self.e2e_ms(0.50),
+            "e2e_p99_ms": self.e2e_ms(0.99),
+            "rss_mib": rss,
+            "cpu_s": cpu,
+            "lost": c.lost,
+            "duplicates": c.duplicates,
+            "redis_xadd_ceiling_per_s": a.redis_ceiling,
+            "mysql_insert_ceiling_per_s": self.mysql_ceiling.map(f64::round),
+            "ingest_vs_redis_ceiling": a.redis_ceiling.map(|r| round(self.ingest_rate / r, 3)),
+            "e2e_vs_mysql_ceiling": self.mysql_ceiling.map(|m| round(self.e2e_rate / m, 3)),
+        })
+    }
+
+    fn table(&self) -> Vec<(String, String)> {
+        let (a, s, c) = (self.args, self.submitted, self.committed);
+        let offered = if a.rate > 0 {
+            format!("open loop, {} msg/s offered", a.rate)
+        } else {
+            "closed loop, max rate".into()
+        };
+        let e2e_label = if a.resume_after_submit.is_empty() {
+            "end-to-end msg/s (accept → row)"
+        } else {
+            "drain msg/s (backlog → rows, burst mode)"
+        };
+        let mut t: Vec<(String, String)> = vec![
+            (
+                "messages submitted".into(),
+                format!(
+                    "{} over {} connections ({offered})",
+                    a.messages, a.connections
+                ),
+            ),
+            (
+                "accepted / refused / errors".into(),
+                format!("{} / {} / {}", self.accepted, s.refused, s.errors),
+            ),
+            (
+                "ingest accepted msg/s".into(),
+                format!("{:.0}", self.ingest_rate),
+            ),
+            (
+                "submit latency p50 / p99 / p99.9".into(),
+                format!(
+                    "{} / {} / {} ms",
+                    self.submit_ms(0.5),
+                    self.submit_ms(0.99),
+                    self.submit_ms(0.999)
+                ),
+            ),
+            (e2e_label.into(), format!("{:.0}", self.e2e_rate)),
+            (
+                "accept → row latency p50 / p99".into(),
+                format!("{} / {} ms", self.e2e_ms(0.5), self.e2e_ms(0.99)),
+            ),
+            (
+                "lost / duplicates".into(),
+                format!("{} / {}", c.lost, c.duplicates),
+            ),
+        ];
+        for (name, (rss, cpu)) in &self.processes {
+            t.push((
+                format!("{name}: peak RSS / CPU"),
+                format!("{rss} MiB / {cpu} s"),
+            ));
+        }
+        if let Some(r) = a.redis_ceiling {
+            t.push((
+                "raw Redis XADD ceiling".into(),
+                format!(
+                    "{r:.0}/s (ingest is {:.1}% of it)",
+                    self.ingest_rate / r * 100.0
+                ),
+            ));
+        }
+        if let Some(m) = self.mysql_ceiling {
+            t.push((
+                "raw MariaDB insert ceiling".into(),
+                format!(
+                    "{m:.0} rows/s (e2e is {:.1}% of it)",
+                    self.e2e_rate / m * 100.0
+                ),
+            ));
+        }
+        t
+    }
+}
+
 impl Report {
     pub fn new(
         args: &Args,
@@ -55,116 +198,29 @@ impl Report {
         after: &BTreeMap<String, ProcSample>,
         mysql_ceiling: Option<f64>,
     ) -> Self {
-        let accepted = s.accepted_ids.len();
-        let ingest_rate = accepted as f64 / s.elapsed.as_secs_f64();
-        let e2e_rate = c.rows as f64 / c.elapsed.as_secs_f64();
-        let tick_hz = 100.0;
-        let mut rss = serde_json::Map::new();
-        let mut cpu = serde_json::Map::new();
-        for (name, a) in after {
-            let b = before.get(name).copied().unwrap_or_default();
-            rss.insert(
-                name.clone(),
-                serde_json::json!((a.peak_rss_kib as f64 / 1024.0 * 10.0).round() / 10.0),
-            );
-            cpu.insert(
-                name.clone(),
-                serde_json::json!(
-                    ((a.cpu_ticks.saturating_sub(b.cpu_ticks)) as f64 / tick_hz * 100.0).round()
-                        / 100.0
-                ),
-            );
+        let processes = after
+            .iter()
+            .map(|(name, a)| {
+                let b = before.get(name).copied().unwrap_or_default();
+                let cpu = a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / TICK_HZ;
+                let rss = a.peak_rss_kib as f64 / 1024.0;
+                (name.clone(), (round(rss, 1), round(cpu, 2)))
+            })
+            .collect();
+        let f = Figures {
+            args,
+            submitted: s,
+            committed: c,
+            accepted: s.accepted_ids.len(),
+            ingest_rate: s.accepted_ids.len() as f64 / s.elapsed.as_secs_f64(),
+            e2e_rate: c.rows as f64 / c.elapsed.as_secs_f64(),
+            processes,
+            mysql_ceiling,
+        };
+        Self {
+            json: f.json(),
+            table: f.table(),
         }
-        let q = |h: &hdrhistogram::Histogram<u64>, p: f64| ms(h.value_at_quantile(p));
-        let json = serde_json::json!({
-            "messages": args.messages,
-            "connections": args.connections,
-            "rate": args.rate,
-            "mode": if args.resume_after_submit.is_empty() { "concurrent" } else { "burst" },
-            "accepted": accepted,
-            "refused": s.refused,
-            "errors": s.errors,
-            "ingest_msgs_per_s": ingest_rate.round(),
-            "submit_p50_ms": q(&s.latency_us, 0.50),
-            "submit_p99_ms": q(&s.latency_us, 0.99),
-            "submit_p999_ms": q(&s.latency_us, 0.999),
-            "e2e_msgs_per_s": e2e_rate.round(),
-            "e2e_p50_ms": q(&c.e2e_us, 0.50),
-            "e2e_p99_ms": q(&c.e2e_us, 0.99),
-            "rss_mib": rss,
-            "cpu_s": cpu,
-            "lost": c.lost,
-            "duplicates": c.duplicates,
-            "redis_xadd_ceiling_per_s": args.redis_ceiling,
-            "mysql_insert_ceiling_per_s": mysql_ceiling.map(f64::round),
-            "ingest_vs_redis_ceiling": args.redis_ceiling.map(|r| (ingest_rate / r * 1000.0).round() / 1000.0),
-            "e2e_vs_mysql_ceiling": mysql_ceiling.map(|m| (e2e_rate / m * 1000.0).round() / 1000.0),
-        });
-        let mut table = vec![
-            (
-                "messages submitted".into(),
-                format!(
-                    "{} over {} connections ({})",
-                    args.messages,
-                    args.connections,
-                    if args.rate > 0 {
-                        format!("open loop, {} msg/s offered", args.rate)
-                    } else {
-                        "closed loop, max rate".into()
-                    }
-                ),
-            ),
-            (
-                "accepted / refused / errors".into(),
-                format!("{accepted} / {} / {}", s.refused, s.errors),
-            ),
-            ("ingest accepted msg/s".into(), format!("{ingest_rate:.0}")),
-            (
-                "submit latency p50 / p99 / p99.9".into(),
-                format!(
-                    "{} / {} / {} ms",
-                    q(&s.latency_us, 0.5),
-                    q(&s.latency_us, 0.99),
-                    q(&s.latency_us, 0.999)
-                ),
-            ),
-            (
-                if args.resume_after_submit.is_empty() {
-                    "end-to-end msg/s (accept → row)"
-                } else {
-                    "drain msg/s (backlog → rows, burst mode)"
-                }
-                .into(),
-                format!("{e2e_rate:.0}"),
-            ),
-            (
-                "accept → row latency p50 / p99".into(),
-                format!("{} / {} ms", q(&c.e2e_us, 0.5), q(&c.e2e_us, 0.99)),
-            ),
-            (
-                "lost / duplicates".into(),
-                format!("{} / {}", c.lost, c.duplicates),
-            ),
-        ];
-        for (name, v) in &rss {
-            table.push((
-                format!("{name}: peak RSS / CPU"),
-                format!("{v} MiB / {} s", cpu[name]),
-            ));
-        }
-        if let Some(r) = args.redis_ceiling {
-            table.push((
-                "raw Redis XADD ceiling".into(),
-                format!("{r:.0}/s (ingest is {:.1}% of it)", ingest_rate / r * 100.0),
-            ));
-        }
-        if let Some(m) = mysql_ceiling {
-            table.push((
-                "raw MariaDB insert ceiling".into(),
-                format!("{m:.0} rows/s (e2e is {:.1}% of it)", e2e_rate / m * 100.0),
-            ));
-        }
-        Self { json, table }
     }
 
     pub fn print_table(&self) {

@@ -8,39 +8,37 @@
 //! the two harmless.
 
 use crate::Ctx;
+use mb_shared::domains::Domain;
 use mb_shared::internal::{
-    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, Failure, Outcome,
+    DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, Failure, ItemResult,
+    Outcome,
 };
-use mb_shared::message::{Domain, MessageId, StreamEntry};
+use mb_shared::message::MessageId;
+use mb_shared::streams::StreamEntry;
 use mb_shared::streams::{self, GROUP};
 use redis::streams::StreamId;
 use std::time::Instant;
 
 /// A stream entry to deliver, with the attempt number it is on.
 #[derive(Clone)]
-pub struct Pending {
-    pub entry_id: String,
-    pub fields: Vec<(String, String)>,
-    pub attempt: u32,
+pub(crate) struct Pending {
+    pub(crate) entry_id: String,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) attempt: u32,
 }
 
 impl Pending {
-    pub fn new(id: &StreamId, attempt: u32) -> Self {
-        let fields = id
-            .map
-            .keys()
-            .filter_map(|k| id.get::<String>(k).map(|v| (k.clone(), v)))
-            .collect();
+    pub(crate) fn new(id: &StreamId, attempt: u32) -> Self {
         Self {
             entry_id: id.id.clone(),
-            fields,
+            fields: streams::entry_fields(id),
             attempt,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BatchError {
+pub(crate) enum BatchError {
     #[error("store unavailable: {0}")]
     Store(#[from] mb_shared::internal::ClientError),
     #[error("store answered {got} results for {sent} messages")]
@@ -49,7 +47,32 @@ pub enum BatchError {
     Redis(#[from] redis::RedisError),
 }
 
-pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<(), BatchError> {
+pub(crate) async fn process(
+    ctx: &Ctx,
+    domain: &Domain,
+    items: Vec<Pending>,
+) -> Result<(), BatchError> {
+    let (entry_ids, messages) = decode(ctx, domain, items).await?;
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let (messages, results) = send(ctx, messages).await?;
+    let verdicts = sort(ctx, entry_ids, messages, results);
+    ack(ctx, domain, &verdicts.stored).await?;
+    ctx.metrics.delivered.inc_by(verdicts.stored.len() as u64);
+    if !verdicts.doomed.is_empty() {
+        dead_letter(ctx, domain, verdicts.doomed).await?;
+    }
+    Ok(())
+}
+
+/// The entries as deliveries, with their stream ids; an entry that is not a message at all
+/// goes straight to the dead-letter stream.
+async fn decode(
+    ctx: &Ctx,
+    domain: &Domain,
+    items: Vec<Pending>,
+) -> Result<(Vec<String>, Vec<Delivery>), BatchError> {
     let mut entry_ids = Vec::with_capacity(items.len());
     let mut messages = Vec::with_capacity(items.len());
     for p in items {
@@ -64,9 +87,14 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
             Err(reason) => dead_letter_malformed(ctx, domain, &p, &reason).await?,
         }
     }
-    if messages.is_empty() {
-        return Ok(());
-    }
+    Ok((entry_ids, messages))
+}
+
+/// One request to the store; its answer has a result per message, in order.
+async fn send(
+    ctx: &Ctx,
+    messages: Vec<Delivery>,
+) -> Result<(Vec<Delivery>, Vec<ItemResult>), BatchError> {
     ctx.metrics.batch_size.observe(messages.len() as f64);
     let request = DeliverIn { messages };
     let started = Instant::now();
@@ -77,18 +105,36 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
     let reply = reply.inspect_err(|_| {
         ctx.metrics.store_errors.inc();
     })?;
-    let messages = request.messages;
-    if reply.results.len() != messages.len() {
+    if reply.results.len() != request.messages.len() {
         ctx.metrics.store_errors.inc();
         return Err(BatchError::StoreReply {
-            sent: messages.len(),
+            sent: request.messages.len(),
             got: reply.results.len(),
         });
     }
+    Ok((request.messages, reply.results))
+}
 
-    let mut stored: Vec<(String, MessageId)> = Vec::with_capacity(messages.len());
-    let mut doomed = Vec::new();
-    for ((entry_id, delivery), result) in entry_ids.into_iter().zip(messages).zip(reply.results) {
+/// What to do with each message after the store answered.
+struct Verdicts {
+    /// Stored: ack (entry id, message id).
+    stored: Vec<(String, MessageId)>,
+    /// Refused at its last attempt: dead-letter.
+    doomed: Vec<(String, Failure)>,
+}
+
+/// Everything neither stored nor doomed stays pending, to be claimed and retried.
+fn sort(
+    ctx: &Ctx,
+    entry_ids: Vec<String>,
+    messages: Vec<Delivery>,
+    results: Vec<ItemResult>,
+) -> Verdicts {
+    let mut v = Verdicts {
+        stored: Vec::with_capacity(messages.len()),
+        doomed: Vec::new(),
+    };
+    for ((entry_id, delivery), result) in entry_ids.into_iter().zip(messages).zip(results) {
         if result.message_id != delivery.entry.message_id {
             // The store answered out of order: trust nothing, leave it pending.
             ctx.metrics.store_errors.inc();
@@ -98,7 +144,7 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
             .error
             .unwrap_or_else(|| "store refused the message".into());
         match result.outcome {
-            Outcome::Stored => stored.push((entry_id, delivery.entry.message_id)),
+            Outcome::Stored => v.stored.push((entry_id, delivery.entry.message_id)),
             // A configuration mismatch (the store lacks the key id or domain): never a dead
             // letter; it stays pending until the store knows them.
             Outcome::Deferred => {
@@ -108,7 +154,7 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
             }
             Outcome::Rejected if delivery.attempt >= ctx.max_attempts => {
                 ctx.metrics.rejected.inc();
-                doomed.push((entry_id, Failure { delivery, error }));
+                v.doomed.push((entry_id, Failure { delivery, error }));
             }
             Outcome::Rejected => {
                 ctx.metrics.rejected.inc();
@@ -117,12 +163,7 @@ pub async fn process(ctx: &Ctx, domain: &Domain, items: Vec<Pending>) -> Result<
             }
         }
     }
-    ack(ctx, domain, &stored).await?;
-    ctx.metrics.delivered.inc_by(stored.len() as u64);
-    if !doomed.is_empty() {
-        dead_letter(ctx, domain, doomed).await?;
-    }
-    Ok(())
+    v
 }
 
 /// `MULTI; XACK; XDEL; EXEC` for entries the store confirmed.

@@ -7,7 +7,7 @@
 use crate::Ctx;
 use crate::backoff::{Backoff, sleep_or_stop};
 use crate::batch::{self, Pending};
-use mb_shared::message::Domain;
+use mb_shared::domains::Domain;
 use mb_shared::streams::{self, GROUP};
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamPendingCountReply};
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-pub async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>) {
     let key = streams::stream_key(&domain);
     let mut cursor = "0-0".to_owned();
     let mut backoff = Backoff::new(ctx.max_backoff);

@@ -1,6 +1,6 @@
 //! mb-deliver configuration (`ops/config/deliver.yaml`).
 
-use mb_shared::config::{ConfigError, TlsFiles, duration};
+use mb_shared::config::{Check, ConfigError, TlsFiles, Validate, duration};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,41 +11,41 @@ pub struct Config {
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
     pub redis_url: String,
-    pub store_url: String,
+    pub(crate) store_url: String,
     /// The CA that signed the store (pinned) and deliver's own service certificate.
-    pub tls: TlsFiles,
-    pub domains_file: PathBuf,
+    pub(crate) tls: TlsFiles,
+    pub(crate) domains_file: PathBuf,
     /// Entries per XREADGROUP / XAUTOCLAIM and per store request.
     #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Concurrent readers per domain stream in this process.
     #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How long one XREADGROUP blocks waiting for new entries.
     #[serde(default = "default_block", with = "duration")]
-    pub block: Duration,
+    pub(crate) block: Duration,
     /// An entry pending (unacknowledged) this long is claimed and retried.
     #[serde(default = "default_retry_interval", with = "duration")]
-    pub retry_interval: Duration,
+    pub(crate) retry_interval: Duration,
     /// An entry the store refuses once it has been delivered this many times (the pending
     /// list's delivery count) is dead-lettered. A store that is unreachable never causes a
     /// dead letter: those entries are retried until it answers, though their delivery count grows.
     #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Timeout of one store request; must be well under `retry_interval`.
     #[serde(default = "default_store_timeout", with = "duration")]
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub redis_timeout: Duration,
     /// Longest pause after consecutive errors.
     #[serde(default = "default_max_backoff", with = "duration")]
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Consumers idle this long with nothing pending are removed from the group.
     #[serde(default = "default_consumer_idle", with = "duration")]
-    pub remove_idle_consumers_after: Duration,
+    pub(crate) remove_idle_consumers_after: Duration,
     /// How long SIGTERM waits for in-flight batches before exiting anyway.
     #[serde(default = "default_shutdown_timeout", with = "duration")]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 fn default_metrics_listen() -> SocketAddr {
@@ -84,45 +84,93 @@ fn default_shutdown_timeout() -> Duration {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = mb_shared::config::load(path)?;
-        cfg.validate(path)?;
-        Ok(cfg)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, msg: &str| Err(ConfigError::invalid(path, key, msg));
-        if !(1..=1000).contains(&self.batch_size) {
-            return bad("batch_size", "must be between 1 and 1000");
-        }
-        if !(1..=256).contains(&self.concurrency) {
-            return bad("concurrency", "must be between 1 and 256");
-        }
-        if self.max_attempts == 0 {
-            return bad("max_attempts", "must be at least 1");
-        }
-        if self.retry_interval < Duration::from_millis(100) {
-            return bad("retry_interval", "must be at least 100ms");
-        }
-        if self.block.is_zero() || self.block > Duration::from_secs(60) {
-            return bad("block", "must be between 1ms and 60s");
-        }
-        if self.store_timeout >= self.retry_interval {
-            return bad(
-                "store_timeout",
-                "must be shorter than retry_interval, or a slow write would be retried while still running",
-            );
-        }
-        if !self.store_url.starts_with("https://") {
-            return bad("store_url", "must start with https://");
-        }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
-            return bad("redis_url", "must start with redis:// or rediss://");
-        }
-        Ok(())
+        mb_shared::config::load_checked(path)
     }
 
     /// How often the claimer scans the pending list.
     pub fn claim_interval(&self) -> Duration {
         (self.retry_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, c: &Check<'_>) -> Result<(), ConfigError> {
+        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.scheme(&self.store_url, "store_url", &["https"])?;
+        c.that(
+            (1..=1000).contains(&self.batch_size),
+            "batch_size",
+            "must be between 1 and 1000",
+        )?;
+        c.that(
+            (1..=256).contains(&self.concurrency),
+            "concurrency",
+            "must be between 1 and 256",
+        )?;
+        c.that(self.max_attempts >= 1, "max_attempts", "must be at least 1")?;
+        c.that(
+            self.retry_interval >= Duration::from_millis(100),
+            "retry_interval",
+            "must be at least 100ms",
+        )?;
+        c.that(
+            !self.block.is_zero() && self.block <= Duration::from_secs(60),
+            "block",
+            "must be between 1ms and 60s",
+        )?;
+        c.that(
+            self.store_timeout < self.retry_interval,
+            "store_timeout",
+            "must be shorter than retry_interval, or a slow write would be retried while still running",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "redis_url: redis://127.0.0.1:6379\nstore_url: https://localhost:8000\n\
+             tls: {{ca: a, cert: b, key: c}}\ndomains_file: d\n{extra}"
+        );
+        let path = Path::new("deliver.yaml");
+        let cfg: Config = mb_shared::config::parse(path, &text)?;
+        cfg.validate(&Check::new(path))?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn the_store_timeout_must_stay_under_the_retry_interval() {
+        assert!(parse("").is_ok());
+        let err = parse("retry_interval: 5s\nstore_timeout: 5s\n").unwrap_err();
+        assert!(err.to_string().contains("store_timeout"), "{err}");
+        assert!(parse("retry_interval: 5s\nstore_timeout: 4s\n").is_ok());
+    }
+
+    #[test]
+    fn each_range_check_names_its_key() {
+        for (extra, key) in [
+            ("batch_size: 0\n", "batch_size"),
+            ("concurrency: 1000\n", "concurrency"),
+            ("max_attempts: 0\n", "max_attempts"),
+            ("block: 2m\n", "block"),
+            (
+                "retry_interval: 10ms\nstore_timeout: 5ms\n",
+                "retry_interval",
+            ),
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_claimer_scans_often_enough_but_not_in_a_spin() {
+        let cfg = parse("retry_interval: 100ms\nstore_timeout: 50ms\n").unwrap();
+        assert_eq!(cfg.claim_interval(), Duration::from_millis(50));
+        let cfg = parse("retry_interval: 10m\n").unwrap();
+        assert_eq!(cfg.claim_interval(), Duration::from_secs(5));
     }
 }

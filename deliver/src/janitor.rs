@@ -9,7 +9,7 @@
 
 use crate::Ctx;
 use crate::backoff::sleep_or_stop;
-use mb_shared::message::Domain;
+use mb_shared::domains::Domain;
 use mb_shared::streams::{self, GROUP};
 use redis::AsyncCommands;
 use redis::streams::StreamInfoConsumersReply;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(ctx: Arc<Ctx>, domain: Domain, mut stop: watch::Receiver<bool>) {
     let every = (ctx.remove_idle_consumers_after / 4)
         .clamp(Duration::from_secs(1), Duration::from_secs(300));
     while !sleep_or_stop(every, &mut stop).await {
@@ -68,6 +68,6 @@ async fn remove_if_idle(
 }
 
 /// On shutdown: leave the group if nothing is pending for this consumer.
-pub async fn remove_self_if_idle(ctx: &Ctx, domain: &Domain) {
+pub(crate) async fn remove_self_if_idle(ctx: &Ctx, domain: &Domain) {
     let _ = remove_if_idle(ctx, domain, &ctx.consumer, 0).await;
 }

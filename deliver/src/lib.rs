@@ -3,52 +3,52 @@
 //! entries idle past `retry_interval`, retried the same way) and a janitor for dead consumers.
 //! See `mb_shared::streams` for the protocol.
 
-pub mod backoff;
-pub mod batch;
-pub mod claim;
+mod backoff;
+mod batch;
+mod claim;
 pub mod config;
-pub mod janitor;
-pub mod metrics;
-pub mod reader;
+mod janitor;
+mod metrics;
+mod reader;
 
+use mb_shared::domains::Domain;
 use mb_shared::domains::Domains;
 use mb_shared::internal::InternalClient;
-use mb_shared::message::Domain;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// What every task of the worker shares.
-pub struct Ctx {
-    pub consumer: String,
-    pub redis_client: redis::Client,
+pub(crate) struct Ctx {
+    pub(crate) consumer: String,
+    pub(crate) redis_client: redis::Client,
     /// Multiplexed connection for everything that does not block.
-    pub ctl: redis::aio::ConnectionManager,
-    pub store: InternalClient,
-    pub dead_script: redis::Script,
-    pub janitor_script: redis::Script,
-    pub metrics: metrics::Metrics,
-    pub batch_size: usize,
-    pub block: Duration,
-    pub retry_interval: Duration,
-    pub claim_interval: Duration,
-    pub max_attempts: u32,
-    pub max_backoff: Duration,
-    pub redis_timeout: Duration,
-    pub remove_idle_consumers_after: Duration,
+    pub(crate) ctl: redis::aio::ConnectionManager,
+    pub(crate) store: InternalClient,
+    pub(crate) dead_script: redis::Script,
+    pub(crate) janitor_script: redis::Script,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) batch_size: usize,
+    pub(crate) block: Duration,
+    pub(crate) retry_interval: Duration,
+    pub(crate) claim_interval: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) max_backoff: Duration,
+    pub(crate) redis_timeout: Duration,
+    pub(crate) remove_idle_consumers_after: Duration,
 }
 
 pub struct Service {
-    pub ctx: Arc<Ctx>,
-    pub domains: Domains,
-    pub concurrency: usize,
-    pub shutdown_timeout: Duration,
-    pub registry: prometheus_client::registry::Registry,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) domains: Domains,
+    pub(crate) concurrency: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) registry: prometheus_client::registry::Registry,
 }
 
 /// A consumer name unique to this process: `host:pid:random`.
-pub fn consumer_name() -> String {
+pub(crate) fn consumer_name() -> String {
     let host =
         hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
     format!(

@@ -25,5 +25,5 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let metrics = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
-    mb_deliver::run(service, metrics, mb_shared::telemetry::shutdown_signal()).await
+    mb_deliver::run(service, metrics, mb_shared::shutdown::shutdown_signal()).await
 }

@@ -4,22 +4,22 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub struct Metrics {
-    pub delivered: Counter,
-    pub rejected: Counter,
-    pub deferred: Counter,
-    pub dead_lettered: Counter,
-    pub janitor_dropped: Counter,
-    pub claimed: Counter,
-    pub claim_deleted: Counter,
-    pub store_errors: Counter,
-    pub redis_errors: Counter,
-    pub store_seconds: Histogram,
-    pub batch_size: Histogram,
+pub(crate) struct Metrics {
+    pub(crate) delivered: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) deferred: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) janitor_dropped: Counter,
+    pub(crate) claimed: Counter,
+    pub(crate) claim_deleted: Counter,
+    pub(crate) store_errors: Counter,
+    pub(crate) redis_errors: Counter,
+    pub(crate) store_seconds: Histogram,
+    pub(crate) batch_size: Histogram,
 }
 
 impl Metrics {
-    pub fn register(r: &mut Registry) -> Self {
+    pub(crate) fn register(r: &mut Registry) -> Self {
         let m = Self {
             delivered: Counter::default(),
             rejected: Counter::default(),

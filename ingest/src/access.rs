@@ -29,20 +29,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Fetches asked for by unknown fingerprints start at most this often.
-pub const ON_DEMAND_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const ON_DEMAND_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The clients ingest admits, and why it refuses the others.
 #[derive(Default)]
-pub struct AccessList {
+pub(crate) struct AccessList {
     /// Fingerprints of active client certificates.
-    pub active: HashSet<String>,
-    pub revoked_serials: HashSet<String>,
-    pub disabled: HashSet<String>,
+    pub(crate) active: HashSet<String>,
+    pub(crate) revoked_serials: HashSet<String>,
+    pub(crate) disabled: HashSet<String>,
 }
 
 /// Why a certificate may not submit, if it may not.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Admitted,
     Revoked,
     Disabled,
@@ -52,7 +52,7 @@ pub enum Verdict {
 }
 
 impl AccessList {
-    pub fn verdict(&self, client_id: &str, serial: &str) -> Verdict {
+    pub(crate) fn verdict(&self, client_id: &str, serial: &str) -> Verdict {
         if self.revoked_serials.contains(serial) {
             Verdict::Revoked
         } else if self.disabled.contains(client_id) {
@@ -66,10 +66,10 @@ impl AccessList {
 }
 
 /// The access list and the TLS configuration built from it, kept current.
-pub struct AccessControl {
+pub(crate) struct AccessControl {
     list: ArcSwapOption<AccessList>,
     /// The listener's TLS configuration, rebuilt with each new CRL.
-    pub tls: Arc<ArcSwap<ServerConfig>>,
+    pub(crate) tls: Arc<ArcSwap<ServerConfig>>,
     files: TlsFiles,
     domains: Domains,
     store: InternalClient,
@@ -87,7 +87,7 @@ struct Fetched {
 }
 
 impl AccessControl {
-    pub fn new(
+    pub(crate) fn new(
         tls: ServerConfig,
         files: TlsFiles,
         domains: Domains,
@@ -104,13 +104,13 @@ impl AccessControl {
     }
 
     /// The list held now; `None` until the first fetch succeeded.
-    pub fn current(&self) -> Option<Arc<AccessList>> {
+    pub(crate) fn current(&self) -> Option<Arc<AccessList>> {
         self.list.load_full()
     }
 
     /// The verdict on a certificate; an unknown one is checked again against a list fetched
     /// after this request arrived.
-    pub async fn verdict(&self, client_id: &str, serial: &str) -> Option<Verdict> {
+    pub(crate) async fn verdict(&self, client_id: &str, serial: &str) -> Option<Verdict> {
         let asked = Instant::now();
         let verdict = self.current()?.verdict(client_id, serial);
         if verdict != Verdict::Unknown {
@@ -125,7 +125,7 @@ impl AccessControl {
 
     /// Makes sure a fetch started at or after `since`, starting one no sooner than `spacing`
     /// after the previous one. Returns whether the list held now was fetched after `since`.
-    pub async fn refresh_since(&self, since: Instant, spacing: Duration) -> bool {
+    pub(crate) async fn refresh_since(&self, since: Instant, spacing: Duration) -> bool {
         let mut fetched = self.fetched.lock().await;
         if let Some(last) = fetched.started {
             if last >= since {
@@ -181,7 +181,7 @@ impl AccessControl {
     }
 
     /// Polls the store every `every` until the task is dropped.
-    pub async fn watch(&self, every: Duration) {
+    pub(crate) async fn watch(&self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

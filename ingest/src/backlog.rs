@@ -3,21 +3,21 @@
 //! polled a few times a second rather than checked per request, which keeps the submit path a
 //! single XADD; the bound is therefore approximate by a fraction of a second of traffic.
 
+use mb_shared::domains::Domain;
 use mb_shared::domains::Domains;
-use mb_shared::message::Domain;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(250);
 
-pub struct Backlog {
+pub(crate) struct Backlog {
     max_len: u64,
     full: HashMap<Domain, AtomicBool>,
 }
 
 impl Backlog {
-    pub fn new(domains: &Domains, max_len: u64) -> Self {
+    pub(crate) fn new(domains: &Domains, max_len: u64) -> Self {
         Self {
             max_len,
             full: domains
@@ -27,14 +27,14 @@ impl Backlog {
         }
     }
 
-    pub fn is_full(&self, domain: &Domain) -> bool {
+    pub(crate) fn is_full(&self, domain: &Domain) -> bool {
         self.full
             .get(domain)
             .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Polls every domain's stream length until the task is dropped.
-    pub async fn watch(&self, redis: redis::aio::ConnectionManager) {
+    pub(crate) async fn watch(&self, redis: redis::aio::ConnectionManager) {
         if self.max_len == 0 {
             return;
         }

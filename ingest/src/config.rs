@@ -1,6 +1,6 @@
 //! mb-ingest configuration (`ops/config/ingest.yaml`).
 
-use mb_shared::config::{ConfigError, TlsFiles, duration};
+use mb_shared::config::{Check, ConfigError, TlsFiles, Validate, duration};
 use mb_shared::server::Limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,35 +15,35 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub redis_url: String,
     /// The store, for status lookups of delivered messages.
-    pub store_url: String,
-    pub tls: TlsFiles,
+    pub(crate) store_url: String,
+    pub(crate) tls: TlsFiles,
     /// The service certificate ingest presents to the store.
-    pub client_tls: TlsFiles,
-    pub keyring: PathBuf,
-    pub hmac_key: PathBuf,
-    pub domains_file: PathBuf,
+    pub(crate) client_tls: TlsFiles,
+    pub(crate) keyring: PathBuf,
+    pub(crate) hmac_key: PathBuf,
+    pub(crate) domains_file: PathBuf,
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Back-pressure: a domain stream holding this many undelivered entries refuses new ones
     /// with 503 instead of growing without bound (0 = no limit).
     #[serde(default = "default_max_stream_len")]
-    pub max_stream_len: u64,
+    pub(crate) max_stream_len: u64,
     #[serde(default = "default_idempotency_ttl", with = "duration")]
-    pub idempotency_ttl: Duration,
+    pub(crate) idempotency_ttl: Duration,
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub redis_timeout: Duration,
     #[serde(default = "default_store_timeout", with = "duration")]
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
     /// How often to fetch revocations (CRL, disabled clients) from the store.
     #[serde(default = "default_revocation_poll", with = "duration")]
-    pub revocation_poll: Duration,
+    pub(crate) revocation_poll: Duration,
     /// Per-client rate limits; absent means unlimited.
     #[serde(default)]
-    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    pub(crate) rate_limit: Option<crate::ratelimit::RateLimitConfig>,
     /// Timeouts and caps of the HTTPS listener.
     #[serde(default)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 fn default_revocation_poll() -> Duration {
@@ -74,66 +74,76 @@ fn default_store_timeout() -> Duration {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = mb_shared::config::load(path)?;
-        if !(1024..=1024 * 1024).contains(&cfg.max_body_bytes) {
-            return Err(ConfigError::invalid(
-                path,
-                "max_body_bytes",
-                "must be between 1024 and 1048576",
-            ));
+        mb_shared::config::load_checked(path)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, c: &Check<'_>) -> Result<(), ConfigError> {
+        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.scheme(&self.store_url, "store_url", &["https"])?;
+        c.that(
+            (1024..=1024 * 1024).contains(&self.max_body_bytes),
+            "max_body_bytes",
+            "must be between 1024 and 1048576",
+        )?;
+        c.that(
+            self.idempotency_ttl >= Duration::from_secs(1),
+            "idempotency_ttl",
+            "must be at least 1s",
+        )?;
+        c.that(
+            !self.redis_timeout.is_zero(),
+            "redis_timeout",
+            "must be positive",
+        )?;
+        c.that(
+            self.revocation_poll >= Duration::from_millis(100),
+            "revocation_poll",
+            "must be at least 100ms",
+        )?;
+        if let Some(rl) = &self.rate_limit {
+            rl.validate(&c.under("rate_limit"))?;
         }
-        if cfg.idempotency_ttl.as_secs() == 0 {
-            return Err(ConfigError::invalid(
-                path,
-                "idempotency_ttl",
-                "must be at least 1s",
-            ));
-        }
-        if cfg.redis_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                path,
-                "redis_timeout",
-                "must be positive",
-            ));
-        }
-        if !cfg.redis_url.starts_with("redis://") && !cfg.redis_url.starts_with("rediss://") {
-            return Err(ConfigError::invalid(
-                path,
-                "redis_url",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        if let Some(rl) = &cfg.rate_limit {
-            let limits = std::iter::once(("rate_limit".to_owned(), rl.default)).chain(
-                rl.overrides
-                    .iter()
-                    .map(|(k, l)| (format!("rate_limit.overrides.{k}"), *l)),
-            );
-            for (key, l) in limits {
-                if l.window_seconds == 0 || l.window_seconds > 86_400 {
-                    return Err(ConfigError::invalid(
-                        path,
-                        &format!("{key}.window_seconds"),
-                        "must be between 1 and 86400",
-                    ));
-                }
-            }
-        }
-        if cfg.revocation_poll < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(
-                path,
-                "revocation_poll",
-                "must be at least 100ms",
-            ));
-        }
-        cfg.limits.validate(path, "limits")?;
-        if !cfg.store_url.starts_with("https://") {
-            return Err(ConfigError::invalid(
-                path,
-                "store_url",
-                "must start with https://",
-            ));
-        }
+        self.limits.validate(&c.under("limits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "redis_url: redis://127.0.0.1:6379\nstore_url: https://localhost:8000\n\
+             tls: {{ca: a, cert: b, key: c}}\nclient_tls: {{ca: a, cert: b, key: c}}\n\
+             keyring: k\nhmac_key: h\ndomains_file: d\n{extra}"
+        );
+        let path = Path::new("ingest.yaml");
+        let cfg: Config = mb_shared::config::parse(path, &text)?;
+        cfg.validate(&Check::new(path))?;
         Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_each_check_names_its_key() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.max_body_bytes, 16 * 1024);
+        for (extra, key) in [
+            ("max_body_bytes: 10\n", "max_body_bytes"),
+            ("idempotency_ttl: 0s\n", "idempotency_ttl"),
+            ("revocation_poll: 10ms\n", "revocation_poll"),
+            (
+                "rate_limit: {max_requests: 5, window_seconds: 0}\n",
+                "rate_limit.window_seconds",
+            ),
+            ("limits: {idle_timeout: 0s}\n", "limits.idle_timeout"),
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let text = "redis_url: http://x\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("redis_url"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use mb_shared::error_body::error_response;
 use mb_shared::message::FieldErrors;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
     #[error("unsupported content type")]
@@ -44,7 +44,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The one place that maps a variant to its HTTP status.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -71,7 +71,20 @@ impl IntoResponse for ApiError {
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("1".to_owned()),
             _ => None,
         };
-        let (code, message, fields) = match self {
+        let (code, message, fields) = self.describe();
+        let mut resp = error_response(status, code, message, fields);
+        if let Some(secs) = retry_after.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, secs);
+        }
+        resp
+    }
+}
+
+impl ApiError {
+    /// The body's `code`, `message` and `fields`. Internal failures are logged here with their
+    /// text and described to the client in general terms.
+    fn describe(self) -> (&'static str, String, FieldErrors) {
+        match self {
             ApiError::MalformedJson(m) => (
                 "malformed_json",
                 format!("request body is not valid JSON: {m}"),
@@ -157,11 +170,6 @@ impl IntoResponse for ApiError {
                     FieldErrors::new(),
                 )
             }
-        };
-        let mut resp = error_response(status, code, message, fields);
-        if let Some(secs) = retry_after.and_then(|s| HeaderValue::from_str(&s).ok()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, secs);
         }
-        resp
     }
 }

@@ -1,14 +1,14 @@
 //! mb-ingest: the client-facing HTTPS proxy. It authenticates clients by certificate,
 //! validates submissions, encrypts them and enqueues them on their domain's Redis stream.
 
-pub mod access;
-pub mod backlog;
-pub mod caller;
+mod access;
+mod backlog;
+mod caller;
 pub mod config;
-pub mod error;
-pub mod messages;
-pub mod metrics;
-pub mod ratelimit;
+mod error;
+mod messages;
+mod metrics;
+mod ratelimit;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -22,33 +22,33 @@ use mb_shared::server::body::{BodyLimit, read_body};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub struct AppState {
-    pub redis: redis::aio::ConnectionManager,
-    pub submit_script: redis::Script,
-    pub store: InternalClient,
-    pub keyring: Keyring,
-    pub hmac: HmacKey,
-    pub domains: Domains,
+pub(crate) struct AppState {
+    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) submit_script: redis::Script,
+    pub(crate) store: InternalClient,
+    pub(crate) keyring: Keyring,
+    pub(crate) hmac: HmacKey,
+    pub(crate) domains: Domains,
     /// Subject DN of each domain's own CA → that domain.
-    pub ca_domains: std::collections::HashMap<Vec<u8>, mb_shared::message::Domain>,
-    pub metrics: metrics::Metrics,
-    pub max_body_bytes: usize,
-    pub backlog: backlog::Backlog,
+    pub(crate) ca_domains: std::collections::HashMap<Vec<u8>, mb_shared::domains::Domain>,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) backlog: backlog::Backlog,
     /// Who may submit, and the TLS configuration that goes with it.
-    pub access: access::AccessControl,
-    pub rate_limiter: ratelimit::RateLimiter,
-    pub idempotency_ttl_secs: u64,
+    pub(crate) access: access::AccessControl,
+    pub(crate) rate_limiter: ratelimit::RateLimiter,
+    pub(crate) idempotency_ttl_secs: u64,
 }
 
 /// Everything `run` needs, loaded and checked before any listener is bound.
 pub struct Service {
-    pub state: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
     /// The CAs client certificates may chain to (a client may send them after its own).
-    pub anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
-    pub limits: mb_shared::server::Limits,
-    pub listener_metrics: mb_shared::server::ListenerMetrics,
-    pub revocation_poll: std::time::Duration,
-    pub registry: prometheus_client::registry::Registry,
+    pub(crate) anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+    pub(crate) limits: mb_shared::server::Limits,
+    pub(crate) listener_metrics: mb_shared::server::ListenerMetrics,
+    pub(crate) revocation_poll: std::time::Duration,
+    pub(crate) registry: prometheus_client::registry::Registry,
 }
 
 impl Service {
@@ -99,7 +99,7 @@ impl Service {
 }
 
 /// Ingest's TLS: clients of the main CA and of the domains' own CAs, minus `crls`.
-pub fn server_tls(
+pub(crate) fn server_tls(
     domains: &Domains,
     files: &mb_shared::config::TlsFiles,
     crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
@@ -111,7 +111,7 @@ pub fn server_tls(
 fn domain_ca_subjects(
     domains: &Domains,
     main_ca: &std::path::Path,
-) -> anyhow::Result<std::collections::HashMap<Vec<u8>, mb_shared::message::Domain>> {
+) -> anyhow::Result<std::collections::HashMap<Vec<u8>, mb_shared::domains::Domain>> {
     // Which CA signed a certificate is read from its issuer name, so every CA must have a name
     // of its own: the main CA's and each domain CA's.
     let mut out = std::collections::HashMap::new();
@@ -134,7 +134,7 @@ fn domain_ca_subjects(
     Ok(out)
 }
 
-pub fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
+pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
     Router::new()
         .merge(messages::router())
         .route("/healthz", get(|| async { "ok" }))

@@ -17,22 +17,23 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_shared::internal::StatusOut;
-use mb_shared::message::{MessageId, MessageIn, StreamEntry, mask_sender};
+use mb_shared::message::{MessageId, MessageIn, mask_sender};
 use mb_shared::streams;
+use mb_shared::streams::StreamEntry;
 use std::sync::Arc;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/messages", post(submit))
         .route("/api/v1/messages/{id}", get(status))
 }
 
 #[derive(Debug, serde::Serialize)]
-pub struct MessageOut {
-    pub message_id: MessageId,
-    pub status: &'static str,
-    pub domain: String,
-    pub queued_at: String,
+pub(crate) struct MessageOut {
+    pub(crate) message_id: MessageId,
+    pub(crate) status: &'static str,
+    pub(crate) domain: String,
+    pub(crate) queued_at: String,
 }
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -301,7 +302,7 @@ async fn status(
             Ok(Json(StatusOut {
                 message_id: id,
                 client_id: caller.client_id,
-                status: "queued".into(),
+                status: mb_shared::status::MessageStatus::Queued,
                 attempt_count: 0,
                 queued_at: queued_at.clone(),
                 delivered_at: None,

@@ -7,19 +7,19 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabel {
-    pub status: u16,
+pub(crate) struct StatusLabel {
+    pub(crate) status: u16,
 }
 
-pub struct Metrics {
-    pub accepted: Counter,
-    pub responses: Family<StatusLabel, Counter>,
-    pub submit_seconds: Histogram,
-    pub rate_limited: Counter,
+pub(crate) struct Metrics {
+    pub(crate) accepted: Counter,
+    pub(crate) responses: Family<StatusLabel, Counter>,
+    pub(crate) submit_seconds: Histogram,
+    pub(crate) rate_limited: Counter,
 }
 
 impl Metrics {
-    pub fn register(r: &mut Registry) -> Self {
+    pub(crate) fn register(r: &mut Registry) -> Self {
         let m = Self {
             accepted: Counter::default(),
             responses: Family::default(),

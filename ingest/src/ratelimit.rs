@@ -11,11 +11,11 @@ use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// Requests per window; 0 means unlimited.
-    pub max_requests: u64,
+    pub(crate) max_requests: u64,
     #[serde(default = "default_window")]
-    pub window_seconds: u64,
+    pub(crate) window_seconds: u64,
 }
 
 fn default_window() -> u64 {
@@ -24,12 +24,32 @@ fn default_window() -> u64 {
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
+pub(crate) struct RateLimitConfig {
     #[serde(flatten)]
-    pub default: Limit,
+    pub(crate) default: Limit,
     /// Per-client limits, keyed by certificate CN (`demo.example.com`) or client id.
     #[serde(default)]
-    pub overrides: HashMap<String, Limit>,
+    pub(crate) overrides: HashMap<String, Limit>,
+}
+
+impl mb_shared::config::Validate for RateLimitConfig {
+    fn validate(
+        &self,
+        c: &mb_shared::config::Check<'_>,
+    ) -> Result<(), mb_shared::config::ConfigError> {
+        let window = |c: &mb_shared::config::Check<'_>, l: &Limit| {
+            c.that(
+                (1..=86_400).contains(&l.window_seconds),
+                "window_seconds",
+                "must be between 1 and 86400",
+            )
+        };
+        window(c, &self.default)?;
+        for (who, l) in &self.overrides {
+            window(&c.under("overrides").under(who), l)?;
+        }
+        Ok(())
+    }
 }
 
 /// GCRA. KEYS: the client's key. ARGV: emission interval µs, burst tolerance µs.
@@ -47,14 +67,14 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return 0
 "#;
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     config: Option<RateLimitConfig>,
     script: redis::Script,
 }
 
 /// Which allowance a request takes from.
 #[derive(Debug, Clone, Copy)]
-pub enum Bucket {
+pub(crate) enum Bucket {
     Submit,
     Status,
 }
@@ -69,12 +89,12 @@ impl Bucket {
 }
 
 /// How long to wait before retrying, when limited.
-pub struct Limited {
-    pub retry_after_secs: u64,
+pub(crate) struct Limited {
+    pub(crate) retry_after_secs: u64,
 }
 
 impl RateLimiter {
-    pub fn new(config: Option<RateLimitConfig>) -> Self {
+    pub(crate) fn new(config: Option<RateLimitConfig>) -> Self {
         Self {
             config,
             script: redis::Script::new(GCRA),
@@ -93,7 +113,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from the client's allowance in `bucket`.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         redis: &redis::aio::ConnectionManager,
         caller: &Caller,

@@ -3,7 +3,9 @@
 //! Order: the struct's defaults, then the YAML file, in which `${VAR}` and `${VAR:-default}`
 //! are expanded from the environment (a `.env` file in the working directory is read first).
 //! Unknown keys and invalid values are startup errors that name the key, e.g.
-//! `ingest.yaml: deliver.batch_size: invalid type: string "x", expected u32`.
+//! `ingest.yaml: deliver.batch_size: invalid type: string "x", expected u32`. What serde cannot
+//! say (ranges, URL schemes, one value against another) each config says in its [`Validate`]
+//! impl, checked by [`load_checked`] before the service uses any of it.
 
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,65 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+/// A configuration that checks its own values once parsed.
+pub trait Validate {
+    fn validate(&self, check: &Check<'_>) -> Result<(), ConfigError>;
+}
+
+/// Where a configuration's checks report to: the file, and the key path so far.
+pub struct Check<'a> {
+    path: &'a Path,
+    prefix: String,
+}
+
+impl<'a> Check<'a> {
+    pub fn new(path: &'a Path) -> Self {
+        Self {
+            path,
+            prefix: String::new(),
+        }
+    }
+
+    /// The checks of a nested section, whose keys are reported under `key.`.
+    pub fn under(&self, key: &str) -> Check<'a> {
+        Check {
+            path: self.path,
+            prefix: format!("{}{key}.", self.prefix),
+        }
+    }
+
+    /// `Ok` when `ok`, else the error naming `key` with `message`.
+    pub fn that(&self, ok: bool, key: &str, message: &str) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                self.path,
+                &format!("{}{key}", self.prefix),
+                message,
+            ))
+        }
+    }
+
+    /// Checks a URL's scheme.
+    pub fn scheme(&self, url: &str, key: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+        let ok = schemes.iter().any(|s| url.starts_with(&format!("{s}://")));
+        let list = schemes
+            .iter()
+            .map(|s| format!("{s}://"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        self.that(ok, key, &format!("must start with {list}"))
+    }
+}
+
+/// Loads a YAML config file into `T` and runs its checks.
+pub fn load_checked<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
+    let cfg: T = load(path)?;
+    cfg.validate(&Check::new(path))?;
+    Ok(cfg)
 }
 
 /// Loads a YAML config file into `T`, expanding `${VAR}` references first.
@@ -195,6 +256,20 @@ mod tests {
     struct Outer {
         #[allow(dead_code)]
         inner: Inner,
+    }
+
+    #[test]
+    fn checks_name_the_full_key_path() {
+        let c = Check::new(Path::new("x.yaml"));
+        assert!(c.that(true, "a", "m").is_ok());
+        let err = c.under("limits").that(false, "idle", "bad").unwrap_err();
+        assert_eq!(err.to_string(), "x.yaml: limits.idle: bad");
+        let err = c.scheme("http://x", "store_url", &["https"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("store_url: must start with https://")
+        );
+        assert!(c.scheme("rediss://x", "u", &["redis", "rediss"]).is_ok());
     }
 
     #[test]

@@ -5,8 +5,58 @@
 //! other domain.
 
 use crate::config::ConfigError;
-use crate::message::Domain;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// A configured domain name, lowercase, without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Domain(String);
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Domain::parse(&s)
+    }
+}
+
+impl From<Domain> for String {
+    fn from(d: Domain) -> String {
+        d.0
+    }
+}
+
+impl Domain {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(format!("`{s}` is not a valid domain name"))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +133,15 @@ impl Domains {
             names: out,
             cas: Vec::new(),
         })
+    }
+
+    /// No domains at all: for tools run without a `domains.yaml` (every CA is then the
+    /// broker's own).
+    pub fn none() -> Self {
+        Self {
+            names: Vec::new(),
+            cas: Vec::new(),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Domain> {

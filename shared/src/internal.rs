@@ -9,7 +9,8 @@
 //!   client certificates), the CRL, and the refused certificates and clients. Answered with an
 //!   `ETag`; a poll with `If-None-Match` gets `304 Not Modified` while nothing changed.
 
-use crate::message::{ClientId, MessageId, StreamEntry};
+use crate::message::{ClientId, MessageId};
+use crate::streams::StreamEntry;
 use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
@@ -97,7 +98,7 @@ pub struct FailedIn {
 pub struct StatusOut {
     pub message_id: MessageId,
     pub client_id: ClientId,
-    pub status: String,
+    pub status: crate::status::MessageStatus,
     pub attempt_count: u32,
     pub queued_at: String,
     pub delivered_at: Option<String>,

@@ -15,6 +15,7 @@ pub mod internal;
 pub mod message;
 pub mod secret;
 pub mod server;
+pub mod shutdown;
 pub mod status;
 pub mod streams;
 pub mod telemetry;

@@ -1,5 +1,6 @@
-//! The message model: identifiers, the client's submission (`MessageIn`) and its validation,
-//! and the stream entry (`StreamEntry`) that carries a message from ingest to the store.
+//! The message model: identifiers (`MessageId`, `ClientId`), the client's submission
+//! (`MessageIn`) and its validation, and the sender mask. The stream entry that carries a
+//! message from ingest to the store is in [`crate::streams`].
 //!
 //! Validation works on a parsed `serde_json::Value` rather than a derived struct so that every
 //! failing field is named in one answer, including unknown ones.
@@ -11,8 +12,6 @@ use std::fmt;
 
 /// Longest message body, in Unicode characters (not bytes).
 pub const MAX_BODY_CHARS: usize = 1000;
-/// Version of the stream entry layout, written as field `v`.
-pub const ENTRY_VERSION: &str = "1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -90,55 +89,6 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// A configured domain name, lowercase, without a trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Domain(String);
-
-impl TryFrom<String> for Domain {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Domain::parse(&s)
-    }
-}
-
-impl From<Domain> for String {
-    fn from(d: Domain) -> String {
-        d.0
-    }
-}
-
-impl Domain {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
-        let ok = !s.is_empty()
-            && s.len() <= 253
-            && s.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if ok {
-            Ok(Self(s))
-        } else {
-            Err(format!("`{s}` is not a valid domain name"))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Domain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A validated submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageIn {
@@ -173,49 +123,8 @@ impl MessageIn {
                 errors.insert(key.clone(), "unknown field".into());
             }
         }
-        let sender = match obj.get("sender_number") {
-            None | Some(serde_json::Value::Null) => {
-                errors.insert("sender_number".into(), "is required".into());
-                None
-            }
-            Some(serde_json::Value::String(s)) if is_e164(s) => Some(s.clone()),
-            Some(serde_json::Value::String(_)) => {
-                errors.insert(
-                    "sender_number".into(),
-                    "must be an E.164 number: + then 2 to 15 digits, not starting with 0".into(),
-                );
-                None
-            }
-            Some(_) => {
-                errors.insert("sender_number".into(), "must be a string".into());
-                None
-            }
-        };
-        let body = match obj.get("message_body") {
-            None | Some(serde_json::Value::Null) => {
-                errors.insert("message_body".into(), "is required".into());
-                None
-            }
-            Some(serde_json::Value::String(s)) => {
-                let chars = s.chars().count();
-                if chars == 0 || s.trim().is_empty() {
-                    errors.insert("message_body".into(), "must not be empty".into());
-                    None
-                } else if chars > MAX_BODY_CHARS {
-                    errors.insert(
-                        "message_body".into(),
-                        format!("must be at most {MAX_BODY_CHARS} characters, got {chars}"),
-                    );
-                    None
-                } else {
-                    Some(s.clone())
-                }
-            }
-            Some(_) => {
-                errors.insert("message_body".into(), "must be a string".into());
-                None
-            }
-        };
+        let sender = check_field(obj, "sender_number", &mut errors, check_sender);
+        let body = check_field(obj, "message_body", &mut errors, check_body);
         let timestamp = validate_metadata(obj.get("metadata"), &mut errors);
         match (sender, body) {
             (Some(sender_number), Some(message_body)) if errors.is_empty() => Ok(Self {
@@ -225,6 +134,46 @@ impl MessageIn {
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// A required string field, checked by `check`; what is wrong goes into `errors`.
+fn check_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    errors: &mut FieldErrors,
+    check: fn(&str) -> Result<(), String>,
+) -> Option<String> {
+    let problem = match obj.get(name) {
+        None | Some(serde_json::Value::Null) => "is required".to_owned(),
+        Some(serde_json::Value::String(s)) => match check(s) {
+            Ok(()) => return Some(s.clone()),
+            Err(why) => why,
+        },
+        Some(_) => "must be a string".to_owned(),
+    };
+    errors.insert(name.to_owned(), problem);
+    None
+}
+
+fn check_sender(s: &str) -> Result<(), String> {
+    if is_e164(s) {
+        Ok(())
+    } else {
+        Err("must be an E.164 number: + then 2 to 15 digits, not starting with 0".into())
+    }
+}
+
+fn check_body(s: &str) -> Result<(), String> {
+    let chars = s.chars().count();
+    if chars == 0 || s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else if chars > MAX_BODY_CHARS {
+        Err(format!(
+            "must be at most {MAX_BODY_CHARS} characters, got {chars}"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -279,70 +228,6 @@ pub fn mask_sender(number: &str) -> String {
     let head = &digits[..head.min(digits.len())];
     let tail = &digits[digits.len().saturating_sub(tail)..];
     format!("+{head}****{tail}")
-}
-
-/// One message as it sits in the domain stream: nothing readable about its content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamEntry {
-    pub message_id: MessageId,
-    pub client_id: ClientId,
-    pub domain: Domain,
-    /// RFC 3339, when ingest accepted it.
-    pub queued_at: String,
-    /// Client-supplied `metadata.timestamp`, normalised, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub submitted_at: Option<String>,
-    /// HMAC-SHA256 of the sender number, hex.
-    pub sender_hash: String,
-    pub sender_mask: String,
-    /// AES-256-GCM-SIV ciphertext with its key id (see `crypto::Keyring`).
-    pub body: String,
-}
-
-impl StreamEntry {
-    /// The flat field list written with XADD.
-    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            ("message_id", self.message_id.to_string()),
-            ("client_id", self.client_id.0.clone()),
-            ("domain", self.domain.0.clone()),
-            ("queued_at", self.queued_at.clone()),
-            ("sender_hash", self.sender_hash.clone()),
-            ("sender_mask", self.sender_mask.clone()),
-            ("body", self.body.clone()),
-            ("v", ENTRY_VERSION.to_owned()),
-        ];
-        if let Some(t) = &self.submitted_at {
-            f.push(("submitted_at", t.clone()));
-        }
-        f
-    }
-
-    /// Reads an entry back from its fields; names the first missing or invalid field.
-    pub fn from_fields<'a>(
-        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, String> {
-        let mut m: BTreeMap<&str, &str> = BTreeMap::new();
-        for (k, v) in fields {
-            m.insert(k, v);
-        }
-        let get = |k: &str| {
-            m.get(k)
-                .copied()
-                .ok_or_else(|| format!("missing field `{k}`"))
-        };
-        Ok(Self {
-            message_id: MessageId::parse(get("message_id")?)
-                .ok_or_else(|| "invalid field `message_id`".to_owned())?,
-            client_id: ClientId(get("client_id")?.to_owned()),
-            domain: Domain::parse(get("domain")?)?,
-            queued_at: get("queued_at")?.to_owned(),
-            submitted_at: m.get("submitted_at").map(|s| (*s).to_owned()),
-            sender_hash: get("sender_hash")?.to_owned(),
-            sender_mask: get("sender_mask")?.to_owned(),
-            body: get("body")?.to_owned(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -424,22 +309,5 @@ mod tests {
         assert_eq!(mask_sender("+1234567890"), "+123****7890");
         assert_eq!(mask_sender("+4912"), "+****2");
         assert_eq!(mask_sender("+49123456"), "+49****56");
-    }
-
-    #[test]
-    fn stream_entry_round_trips_through_fields() {
-        let e = StreamEntry {
-            message_id: MessageId::new(),
-            client_id: ClientId("ab".into()),
-            domain: Domain::parse("example.com").unwrap(),
-            queued_at: crate::time::now_rfc3339(),
-            submitted_at: None,
-            sender_hash: "00".into(),
-            sender_mask: "+1****90".into(),
-            body: "k1:xyz".into(),
-        };
-        let fields = e.to_fields();
-        let back = StreamEntry::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
-        assert_eq!(back, e);
     }
 }

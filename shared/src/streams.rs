@@ -19,13 +19,93 @@
 //! The `{<domain>}` hash tag keeps all of a domain's keys in one Redis Cluster slot, which the
 //! scripts and MULTI blocks require.
 
-use crate::message::Domain;
+use crate::domains::Domain;
+use crate::message::{ClientId, MessageId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the stream entry layout, written as field `v`.
+pub const ENTRY_VERSION: &str = "1";
+
+/// One message as it sits in the domain stream: nothing readable about its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub message_id: MessageId,
+    pub client_id: ClientId,
+    pub domain: Domain,
+    /// RFC 3339, when ingest accepted it.
+    pub queued_at: String,
+    /// Client-supplied `metadata.timestamp`, normalised, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<String>,
+    /// HMAC-SHA256 of the sender number, hex.
+    pub sender_hash: String,
+    pub sender_mask: String,
+    /// AES-256-GCM-SIV ciphertext with its key id (see `crypto::Keyring`).
+    pub body: String,
+}
+
+impl StreamEntry {
+    /// The flat field list written with XADD.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("message_id", self.message_id.to_string()),
+            ("client_id", self.client_id.0.clone()),
+            ("domain", self.domain.as_str().to_owned()),
+            ("queued_at", self.queued_at.clone()),
+            ("sender_hash", self.sender_hash.clone()),
+            ("sender_mask", self.sender_mask.clone()),
+            ("body", self.body.clone()),
+            ("v", ENTRY_VERSION.to_owned()),
+        ];
+        if let Some(t) = &self.submitted_at {
+            f.push(("submitted_at", t.clone()));
+        }
+        f
+    }
+
+    /// Reads an entry back from its fields; names the first missing or invalid field.
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, String> {
+        let mut m: BTreeMap<&str, &str> = BTreeMap::new();
+        for (k, v) in fields {
+            m.insert(k, v);
+        }
+        let get = |k: &str| {
+            m.get(k)
+                .copied()
+                .ok_or_else(|| format!("missing field `{k}`"))
+        };
+        Ok(Self {
+            message_id: MessageId::parse(get("message_id")?)
+                .ok_or_else(|| "invalid field `message_id`".to_owned())?,
+            client_id: ClientId(get("client_id")?.to_owned()),
+            domain: Domain::parse(get("domain")?)?,
+            queued_at: get("queued_at")?.to_owned(),
+            submitted_at: m.get("submitted_at").map(|s| (*s).to_owned()),
+            sender_hash: get("sender_hash")?.to_owned(),
+            sender_mask: get("sender_mask")?.to_owned(),
+            body: get("body")?.to_owned(),
+        })
+    }
+}
 
 /// The consumer group every deliver worker joins.
 pub const GROUP: &str = "deliver";
 
 pub fn stream_key(domain: &Domain) -> String {
     format!("mb:{{{domain}}}:messages")
+}
+
+/// A `SCAN … MATCH` pattern for every domain's stream.
+pub const STREAM_KEY_PATTERN: &str = "mb:{*}:messages";
+
+/// The domain whose stream `key` is, if it is one.
+pub fn domain_of_stream_key(key: &str) -> Option<Domain> {
+    key.strip_prefix("mb:{")
+        .and_then(|r| r.strip_suffix("}:messages"))
+        .and_then(|d| Domain::parse(d).ok())
 }
 
 pub fn dead_key(domain: &Domain) -> String {
@@ -92,6 +172,48 @@ return -1
 
 /// Fields a dead letter carries besides the original entry's.
 pub const DEAD_FIELDS: [&str; 4] = ["error", "attempts", "failed_at", "source_id"];
+
+/// Every field of a stream entry, as text, in the order Redis gave them.
+pub fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
+    entry
+        .map
+        .keys()
+        .filter_map(|k| entry.get::<String>(k).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// Moves every dead letter of `domain` back onto its stream (each in one atomic step, without
+/// the fields the dead letter added) and makes sure the consumer group exists. Returns how
+/// many were moved.
+pub async fn redrive_all<C: redis::aio::ConnectionLike + Send>(
+    con: &mut C,
+    domain: &Domain,
+) -> redis::RedisResult<u64> {
+    let letters: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(dead_key(domain))
+        .arg("-")
+        .arg("+")
+        .query_async(con)
+        .await?;
+    let script = redis::Script::new(REDRIVE);
+    let mut moved = 0;
+    for letter in &letters.ids {
+        let mut inv = script.prepare_invoke();
+        inv.key(dead_key(domain))
+            .key(stream_key(domain))
+            .arg(&letter.id);
+        for (k, v) in entry_fields(letter)
+            .iter()
+            .filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str()))
+        {
+            inv.arg(k).arg(v);
+        }
+        let n: u64 = inv.invoke_async(con).await?;
+        moved += n;
+    }
+    ensure_group(con, domain).await?;
+    Ok(moved)
+}
 
 /// Creates the consumer group (and the stream) if missing; an existing group is fine.
 pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
@@ -186,6 +308,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stream_entry_round_trips_through_fields() {
+        let e = StreamEntry {
+            message_id: MessageId::new(),
+            client_id: ClientId("ab".into()),
+            domain: Domain::parse("example.com").unwrap(),
+            queued_at: crate::time::now_rfc3339(),
+            submitted_at: None,
+            sender_hash: "00".into(),
+            sender_mask: "+1****90".into(),
+            body: "k1:xyz".into(),
+        };
+        let fields = e.to_fields();
+        let back = StreamEntry::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
     fn redis_older_than_6_2_is_refused_by_name() {
         assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
         assert!(check_version("redis_version:6.2.0\n").is_ok());
@@ -200,5 +339,7 @@ mod tests {
         assert_eq!(stream_key(&d), "mb:{example.com}:messages");
         assert_eq!(dead_key(&d), "mb:{example.com}:dead");
         assert!(idempotency_key(&d, "c", "h").starts_with("mb:{example.com}:"));
+        assert_eq!(domain_of_stream_key(&stream_key(&d)), Some(d.clone()));
+        assert_eq!(domain_of_stream_key(&dead_key(&d)), None);
     }
 }

@@ -1,4 +1,4 @@
-//! Tracing setup, the Prometheus `/metrics` listener, and the shutdown signal.
+//! Tracing setup and the Prometheus `/metrics` listener.
 //!
 //! Logs never carry message bodies or sender numbers: handlers log ids, counts and errors only.
 
@@ -72,21 +72,4 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutdown signal received");
 }

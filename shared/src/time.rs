@@ -29,6 +29,13 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC, milliseconds).
+pub fn from_unix_millis(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format_rfc3339(t)
+}
+
 /// Parses any RFC 3339 timestamp.
 pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -56,6 +63,15 @@ mod tests {
         let t = parse_rfc3339("2025-10-20T14:34:56.789123+02:00").unwrap();
         assert_eq!(format_rfc3339(t), "2025-10-20T12:34:56.789Z");
         assert_eq!(mysql_datetime(t), "2025-10-20 12:34:56.789");
+    }
+
+    #[test]
+    fn unix_millis_format_as_rfc3339() {
+        assert_eq!(
+            from_unix_millis(1_760_963_696_789),
+            "2025-10-20T12:34:56.789Z"
+        );
+        assert_eq!(from_unix_millis(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -8,18 +8,18 @@
 //! one primary-key read; the signed CRL is cached until the list changes, and re-signed daily.
 
 use crate::AppState;
-use crate::certs;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mb_pki::lifecycle as certs;
 use mb_shared::internal::AccessListOut;
 use std::sync::Arc;
 
 /// The last access list built and the CRLs signed for it, by version.
 #[derive(Default)]
-pub struct AccessCache(tokio::sync::Mutex<Option<(String, Arc<AccessListOut>)>>);
+pub(crate) struct AccessCache(tokio::sync::Mutex<Option<(String, Arc<AccessListOut>)>>);
 
 /// The current version: changes with any certificate change, and daily (CRL re-signing).
 async fn version(app: &AppState) -> Result<String, ApiError> {
@@ -36,8 +36,7 @@ async fn current(app: &AppState) -> Result<Arc<AccessListOut>, ApiError> {
         return Ok(list.clone());
     }
     let list = certs::access_list(&app.db).await?;
-    let cas = std::iter::once(&app.ca).chain(app.domain_cas.iter().map(|(_, ca)| ca));
-    let crl_pem = certs::signed_crls(cas, &list.revoked).map_err(ApiError::from_ca)?;
+    let crl_pem = certs::signed_crls(&app.cas, &list.revoked)?;
     let out = Arc::new(AccessListOut {
         version: version.clone(),
         crl_pem,
@@ -49,7 +48,7 @@ async fn current(app: &AppState) -> Result<Arc<AccessListOut>, ApiError> {
     Ok(out)
 }
 
-pub async fn crl(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn crl(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let list = current(&app).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -57,7 +56,7 @@ pub async fn crl(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, 
     ))
 }
 
-pub async fn access(
+pub(crate) async fn access(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

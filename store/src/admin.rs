@@ -5,15 +5,15 @@
 //! exist. Every change is audited with the administrator's CN as the actor.
 
 use crate::AppState;
-use crate::certs::{self, CertRow, Request, Scope, Selector};
 use crate::error::ApiError;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mb_pki::lifecycle::{self as certs, CertRow, Request, Scope, Selector};
+use mb_shared::domains::Domain;
 use mb_shared::extract::ApiJson;
-use mb_shared::message::Domain;
 use mb_shared::server::Peer;
 use mb_shared::status::ClientKind;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/certificates", get(list).post(issue))
         .route("/admin/certificates/renew", post(renew))
@@ -120,7 +120,7 @@ struct IssuedOut {
     not_after: String,
 }
 
-fn issued_out(req: &Request<'_>, c: crate::ca::Issued) -> (StatusCode, Json<IssuedOut>) {
+fn issued_out(req: &Request<'_>, c: mb_pki::ca::Issued) -> (StatusCode, Json<IssuedOut>) {
     (
         StatusCode::CREATED,
         Json(IssuedOut {
@@ -162,7 +162,13 @@ async fn issue(
         kind: req.kind,
         days: req.days,
     };
-    let c = certs::issue(&app.db, app.ca_for(&domain, req.kind), r, &admin.actor()).await?;
+    let c = certs::issue(
+        &app.db,
+        app.cas.issuer(&domain, req.kind),
+        r,
+        &admin.actor(),
+    )
+    .await?;
     Ok(issued_out(&r, c))
 }
 
@@ -197,7 +203,7 @@ async fn renew(
         kind,
         days: req.days,
     };
-    let c = certs::renew(&app.db, app.ca_for(&domain, kind), r, &admin.actor()).await?;
+    let c = certs::renew(&app.db, app.cas.issuer(&domain, kind), r, &admin.actor()).await?;
     Ok(issued_out(&r, c))
 }
 

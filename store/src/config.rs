@@ -1,6 +1,6 @@
 //! mb-store configuration (`ops/config/store.yaml`).
 
-use mb_shared::config::{ConfigError, TlsFiles};
+use mb_shared::config::{Check, ConfigError, TlsFiles, Validate};
 use mb_shared::secret::SecretString;
 use mb_shared::server::Limits;
 use std::net::SocketAddr;
@@ -14,22 +14,22 @@ pub struct Config {
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
     /// `mysql://user:password@host:port/db`
-    pub mysql_url: SecretString,
+    pub(crate) mysql_url: SecretString,
     #[serde(default = "default_pool_max")]
-    pub mysql_pool_max: usize,
-    pub tls: TlsFiles,
+    pub(crate) mysql_pool_max: usize,
+    pub(crate) tls: TlsFiles,
     /// The certificate authority the store runs: its certificate and key (mode 0600).
-    pub ca_cert: PathBuf,
-    pub ca_key: PathBuf,
+    pub(crate) ca_cert: PathBuf,
+    pub(crate) ca_key: PathBuf,
     /// AES-256-GCM-SIV keyring (JSON, mode 0600).
-    pub keyring: PathBuf,
-    pub domains_file: PathBuf,
+    pub(crate) keyring: PathBuf,
+    pub(crate) domains_file: PathBuf,
     /// Apply pending migrations at startup.
     #[serde(default = "default_true")]
-    pub migrate_on_start: bool,
+    pub(crate) migrate_on_start: bool,
     /// Timeouts and caps of the HTTPS listener.
     #[serde(default)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -47,22 +47,18 @@ fn default_true() -> bool {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = mb_shared::config::load(path)?;
-        if !cfg.mysql_url.expose().starts_with("mysql://") {
-            return Err(ConfigError::invalid(
-                path,
-                "mysql_url",
-                "must start with mysql://",
-            ));
-        }
-        if cfg.mysql_pool_max == 0 {
-            return Err(ConfigError::invalid(
-                path,
-                "mysql_pool_max",
-                "must be at least 1",
-            ));
-        }
-        cfg.limits.validate(path, "limits")?;
-        Ok(cfg)
+        mb_shared::config::load_checked(path)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, c: &Check<'_>) -> Result<(), ConfigError> {
+        c.scheme(self.mysql_url.expose(), "mysql_url", &["mysql"])?;
+        c.that(
+            (1..=1000).contains(&self.mysql_pool_max),
+            "mysql_pool_max",
+            "must be between 1 and 1000",
+        )?;
+        self.limits.validate(&c.under("limits"))
     }
 }

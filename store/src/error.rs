@@ -6,34 +6,28 @@ use axum::response::{IntoResponse, Response};
 use mb_shared::error_body::error_response;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
-    #[error("bad request: {0}")]
-    BadRequest(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("database error: {0}")]
     Database(#[from] mysql_async::Error),
     #[error("certificate authority error: {0}")]
-    Ca(#[from] crate::ca::CaError),
+    Ca(#[from] mb_pki::ca::CaError),
 }
 
 impl ApiError {
-    pub fn no_such_message() -> Self {
+    pub(crate) fn no_such_message() -> Self {
         ApiError::NotFound("no such message".into())
-    }
-
-    pub fn from_ca(e: crate::ca::CaError) -> Self {
-        ApiError::Ca(e)
     }
 }
 
-impl From<crate::certs::CertError> for ApiError {
-    fn from(e: crate::certs::CertError) -> Self {
-        use crate::certs::CertError;
+impl From<mb_pki::lifecycle::CertError> for ApiError {
+    fn from(e: mb_pki::lifecycle::CertError) -> Self {
+        use mb_pki::lifecycle::CertError;
         match e {
             CertError::Db(e) => ApiError::Database(e),
             CertError::Ca(e) => ApiError::Ca(e),
@@ -48,7 +42,6 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m),
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");

@@ -23,7 +23,7 @@ const INTERNAL_CALLERS: [&str; 3] = ["mb-deliver", "mb-ingest", "mb-portal"];
 /// Longest ciphertext a 1000-character body can produce, with room to spare.
 const MAX_CIPHERTEXT_LEN: usize = 8192;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route(DELIVER_PATH, post(deliver))
         .route(FAILED_PATH, post(failed))
@@ -77,7 +77,7 @@ async fn deliver(
             error,
         });
     }
-    if let Err(e) = app.db.upsert_delivered(&accepted).await {
+    if let Err(e) = crate::messages::upsert_delivered(&app.db, &accepted).await {
         app.metrics.db_errors.inc();
         return Err(e.into());
     }
@@ -187,7 +187,7 @@ async fn failed(
     for f in &mut batch.messages {
         sanitize(&mut f.delivery);
     }
-    app.db.upsert_failed(&batch.messages).await?;
+    crate::messages::upsert_failed(&app.db, &batch.messages).await?;
     app.metrics.failed.inc_by(batch.messages.len() as u64);
     for f in &batch.messages {
         tracing::warn!(message_id = %f.delivery.entry.message_id, attempts = f.delivery.attempt, error = %f.error, "message failed");
@@ -206,9 +206,61 @@ async fn status(
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusOut>, ApiError> {
     let id = MessageId::parse(&id).ok_or_else(ApiError::no_such_message)?;
-    app.db
-        .status(&id, &ClientId(q.client_id))
+    crate::messages::status(&app.db, &id, &ClientId(q.client_id))
         .await?
         .map(Json)
         .ok_or_else(ApiError::no_such_message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mb_shared::domains::Domain;
+    use mb_shared::message::{ClientId, MessageId};
+    use mb_shared::streams::StreamEntry;
+
+    fn delivery(mask: &str, body: &str, hash: &str) -> Delivery {
+        Delivery {
+            entry: StreamEntry {
+                message_id: MessageId::new(),
+                client_id: ClientId("a".repeat(64)),
+                domain: Domain::parse("example.com").unwrap(),
+                queued_at: "2026-01-01T00:00:00.000Z".into(),
+                submitted_at: None,
+                sender_hash: hash.into(),
+                sender_mask: mask.into(),
+                body: body.into(),
+            },
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn masks_ciphertext_and_hashes_are_recognised_strictly() {
+        assert!(is_mask("+123****7890") && is_mask("+****2"));
+        assert!(!is_mask("+14155550123"), "a whole number is not a mask");
+        assert!(!is_mask("+12a****90") && !is_mask(&format!("+{}****1", "1".repeat(30))));
+        assert!(is_ciphertext("k1:AAAA+/=="));
+        assert!(!is_ciphertext("hello") && !is_ciphertext("k1:plain text"));
+        assert!(!is_ciphertext(&format!(
+            "k1:{}",
+            "A".repeat(MAX_CIPHERTEXT_LEN)
+        )));
+        assert!(is_hex64(&"0f".repeat(32)) && !is_hex64("0f") && !is_hex64(&"zz".repeat(32)));
+    }
+
+    #[test]
+    fn a_failed_row_never_keeps_readable_content() {
+        let mut d = delivery("+14155550123", "the secret text", "not-a-hash");
+        d.entry.client_id = ClientId("+14155550123".into());
+        sanitize(&mut d);
+        assert_eq!(d.entry.sender_mask, "invalid");
+        assert_eq!(d.entry.body, "");
+        assert_eq!(d.entry.sender_hash, "");
+        assert_eq!(d.entry.client_id.as_str(), "");
+        let mut ok = delivery("+141****0123", "k1:QUJD", &"ab".repeat(32));
+        let before = ok.entry.clone();
+        sanitize(&mut ok);
+        assert_eq!(ok.entry, before, "a well-formed entry is kept as it is");
+    }
 }

@@ -1,21 +1,21 @@
-//! mb-store: owns MySQL. Serves the internal API that deliver workers write through (batch
-//! idempotent upsert, mark failed, status), runs the schema migrations, and holds the
-//! certificate authority that `mbctl` uses.
+//! mb-store: the HTTPS service that owns MySQL. It serves the internal API that deliver
+//! workers write through (batch idempotent upsert, mark failed, status) and ingest polls (the
+//! access list), the administrators' `/admin` API (certificates, through [`mb_pki`]), and the
+//! CRL; it applies the schema migrations at startup.
 
-pub mod access;
-pub mod admin;
-pub mod ca;
-pub mod certs;
+mod access;
+mod admin;
 pub mod config;
-pub mod db;
-pub mod error;
-pub mod internal;
-pub mod mbctl;
-pub mod metrics;
+mod error;
+mod internal;
+mod messages;
+mod metrics;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
+use mb_db::Db;
+use mb_pki::authorities::Authorities;
 use mb_shared::crypto::Keyring;
 use mb_shared::domains::Domains;
 use mb_shared::server::body::{BodyLimit, read_body};
@@ -24,25 +24,23 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Shared state of the store's handlers.
-pub struct AppState {
-    pub db: db::Db,
-    pub ca: ca::Ca,
-    /// The domains' own CAs, where configured.
-    pub domain_cas: Vec<(mb_shared::message::Domain, ca::Ca)>,
-    pub access: access::AccessCache,
-    pub keyring: Keyring,
-    pub domains: Domains,
-    pub metrics: metrics::Metrics,
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) cas: Authorities,
+    pub(crate) access: access::AccessCache,
+    pub(crate) keyring: Keyring,
+    pub(crate) domains: Domains,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// Everything `run` needs, loaded and checked before any listener is bound.
 pub struct Service {
-    pub state: Arc<AppState>,
-    pub tls: rustls::ServerConfig,
-    pub anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
-    pub limits: mb_shared::server::Limits,
-    pub listener_metrics: mb_shared::server::ListenerMetrics,
-    pub registry: prometheus_client::registry::Registry,
+    state: Arc<AppState>,
+    tls: rustls::ServerConfig,
+    anchors: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+    limits: Limits,
+    listener_metrics: ListenerMetrics,
+    registry: prometheus_client::registry::Registry,
 }
 
 impl Service {
@@ -51,22 +49,15 @@ impl Service {
         let domains = Domains::load(&cfg.domains_file)?;
         let tls = mb_shared::tls::server_config(&cfg.tls, &[], Vec::new())?;
         let anchors = mb_shared::server::load_anchors(&[cfg.tls.ca.as_path()])?;
-        let db = db::Db::connect(cfg.mysql_url.expose(), cfg.mysql_pool_max)?;
+        let db = Db::connect(
+            cfg.mysql_url.expose(),
+            cfg.mysql_pool_max,
+            messages::STATEMENT_CACHE,
+        )?;
         if cfg.migrate_on_start {
             db.migrate().await?;
         }
-        let ca = ca::Ca::load(&cfg.ca_cert, &cfg.ca_key)?;
-        let mut domain_cas = Vec::new();
-        for dca in domains.own_cas() {
-            let key = dca.key.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: domain {} has its own CA but no ca_key; the store signs its CRLs and certificates",
-                    cfg.domains_file.display(),
-                    dca.domain
-                )
-            })?;
-            domain_cas.push((dca.domain.clone(), ca::Ca::load(&dca.cert, key)?));
-        }
+        let cas = Authorities::load(&cfg.ca_cert, &cfg.ca_key, &domains)?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         let listener_metrics = mb_shared::server::ListenerMetrics::register(
@@ -75,8 +66,7 @@ impl Service {
         Ok(Self {
             state: Arc::new(AppState {
                 db,
-                ca,
-                domain_cas,
+                cas,
                 access: Default::default(),
                 keyring,
                 domains,
@@ -91,29 +81,13 @@ impl Service {
     }
 }
 
-impl AppState {
-    /// The CA that issues `kind` certificates for `domain`: the domain's own for its clients,
-    /// the broker's for everything else (administrators authenticate to the store, which
-    /// trusts the broker's CA only).
-    pub fn ca_for(
-        &self,
-        domain: &mb_shared::message::Domain,
-        kind: mb_shared::status::ClientKind,
-    ) -> &ca::Ca {
-        self.domain_cas
-            .iter()
-            .find(|(d, _)| d == domain && kind == mb_shared::status::ClientKind::Client)
-            .map_or(&self.ca, |(_, ca)| ca)
-    }
-}
-
 /// Largest request body of the internal API: a full deliver batch (1000 entries of at most
 /// ~7 KiB each) fits.
 const INTERNAL_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Largest request body anywhere else (admin requests are small JSON documents).
 const ADMIN_BODY_BYTES: usize = 64 * 1024;
 
-pub fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> Router {
+fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> Router {
     let body = |max_bytes| {
         axum::middleware::from_fn_with_state(
             BodyLimit {

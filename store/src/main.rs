@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         service,
         listener,
         metrics,
-        mb_shared::telemetry::shutdown_signal(),
+        mb_shared::shutdown::shutdown_signal(),
     )
     .await
 }

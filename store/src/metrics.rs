@@ -11,26 +11,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
-    pub cn: String,
-    pub serial: String,
-    pub kind: String,
+pub(crate) struct CertLabels {
+    pub(crate) cn: String,
+    pub(crate) serial: String,
+    pub(crate) kind: String,
 }
 
-pub struct Metrics {
-    pub stored: Counter,
-    pub rejected: Counter,
-    pub deferred: Counter,
-    pub failed: Counter,
-    pub batch_seconds: Histogram,
-    pub db_errors: Counter,
+pub(crate) struct Metrics {
+    pub(crate) stored: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) deferred: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) batch_seconds: Histogram,
+    pub(crate) db_errors: Counter,
     /// Expiry (Unix seconds) of every active certificate the CA issued.
-    pub cert_expiry: Family<CertLabels, Gauge>,
+    pub(crate) cert_expiry: Family<CertLabels, Gauge>,
 }
 
 impl Metrics {
     /// Registers `mb_store_*` and `mb_certificate_expiry_timestamp_seconds`.
-    pub fn register(root: &mut Registry) -> Self {
+    pub(crate) fn register(root: &mut Registry) -> Self {
         let m = Self {
             stored: Counter::default(),
             rejected: Counter::default(),
@@ -77,11 +77,11 @@ impl Metrics {
 }
 
 /// Refreshes the certificate-expiry gauge from the `clients` table every 30 s.
-pub async fn watch_certificate_expiry(app: Arc<crate::AppState>) {
+pub(crate) async fn watch_certificate_expiry(app: Arc<crate::AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tick.tick().await;
-        match crate::certs::active_expiries(&app.db).await {
+        match mb_pki::lifecycle::active_expiries(&app.db).await {
             Ok(rows) => {
                 app.metrics.cert_expiry.clear();
                 for e in rows {

@@ -65,86 +65,28 @@ pub struct Stack {
     pub home: tempfile::TempDir,
 }
 
+/// The ports of one stack's store and ingest.
+struct Ports {
+    store: u16,
+    ingest: u16,
+    store_metrics: u16,
+    ingest_metrics: u16,
+}
+
 impl Stack {
     pub async fn start(opts: StackOptions) -> Self {
-        let home = tempfile::Builder::new()
-            .prefix("mb-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let home = init_home(&opts);
         let h = home.path().to_path_buf();
-        std::fs::create_dir_all(h.join("logs")).expect("logs dir");
-        let out = run_mbctl(&h, &["init"], &[]);
-        assert!(
-            out.status.success(),
-            "mbctl init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut other = "  - name: other.org\n".to_owned();
-        if opts.other_org_own_ca {
-            let out = run_mbctl(&h, &["ca", "create-domain", "other.org"], &[]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            other += &format!(
-                "    ca: {h}/certs/domains/other.org.crt\n    ca_key: {h}/secrets/domains/other.org.key\n",
-                h = h.display()
-            );
-        }
-        std::fs::write(
-            h.join("domains.yaml"),
-            format!("domains:\n  - name: {DOMAIN}\n{other}"),
-        )
-        .expect("domains.yaml");
-        if opts.separate_store_keyring {
-            copy_private(
-                &h.join("secrets/keyring.json"),
-                &h.join("secrets/store-keyring.json"),
-            );
-        }
         let redis = RedisServer::start(h.join("redis")).await;
         let db = TestDb::create().await;
-        let store_port = crate::free_port();
-        let ingest_port = crate::free_port();
-        let store_metrics_port = crate::free_port();
-        let ingest_metrics_port = crate::free_port();
-        let store_keyring = if opts.separate_store_keyring {
-            "store-keyring.json"
-        } else {
-            "keyring.json"
+        let ports = Ports {
+            store: crate::free_port(),
+            ingest: crate::free_port(),
+            store_metrics: crate::free_port(),
+            ingest_metrics: crate::free_port(),
         };
-        write(
-            &h.join("store.yaml"),
-            &format!(
-                "listen: 127.0.0.1:{store_port}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {}\n\
-                 tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
-                 keyring: {h}/secrets/{store_keyring}\ndomains_file: {h}/domains.yaml\n\
-                 ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{}",
-                store_metrics_port,
-                db.url(),
-                opts.store_extra,
-                h = h.display()
-            ),
-        );
-        write(
-            &h.join("ingest.yaml"),
-            &format!(
-                "listen: 127.0.0.1:{ingest_port}\nmetrics_listen: 127.0.0.1:{}\nredis_url: {}\n\
-                 store_url: https://localhost:{store_port}\n\
-                 tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
-                 client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
-                 keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
-                 redis_timeout: 1s\n{}{}",
-                ingest_metrics_port,
-                redis.url(),
-                opts.rate_limit
-                    .map(|r| format!("rate_limit: {r}\n"))
-                    .unwrap_or_default(),
-                opts.ingest_extra,
-                h = h.display()
-            ),
-        );
+        write_store_config(&h, &ports, &db.url(), &opts);
+        write_ingest_config(&h, &ports, &redis.url(), &opts);
         let service = |name: &str, bin: &str| {
             Proc::new(
                 name,
@@ -163,17 +105,17 @@ impl Stack {
             opts: opts.clone(),
             redis,
             db,
-            ingest_port,
-            store_port,
-            ingest_metrics_port,
-            store_metrics_port,
+            ingest_port: ports.ingest,
+            store_port: ports.store,
+            ingest_metrics_port: ports.ingest_metrics,
+            store_metrics_port: ports.store_metrics,
             deliver_metrics_ports: Vec::new(),
             home,
         };
         stack.start_store().await;
         stack.ingest.start();
-        wait_for(&mut stack.ingest, ingest_port).await;
-        stack.wait_ingest_ready(ingest_port).await;
+        wait_for(&mut stack.ingest, ports.ingest).await;
+        stack.wait_ingest_ready(ports.ingest).await;
         if opts.start_deliver {
             stack.start_deliver().await;
         }
@@ -337,12 +279,16 @@ impl Stack {
         }
     }
 
+    pub fn domain() -> mb_shared::domains::Domain {
+        mb_shared::domains::Domain::parse(DOMAIN).expect("valid domain")
+    }
+
     pub fn stream_key(&self) -> String {
-        format!("mb:{{{DOMAIN}}}:messages")
+        mb_shared::streams::stream_key(&Self::domain())
     }
 
     pub fn dead_key(&self) -> String {
-        format!("mb:{{{DOMAIN}}}:dead")
+        mb_shared::streams::dead_key(&Self::domain())
     }
 
     /// Waits until `n` messages are `delivered` in MySQL.
@@ -389,6 +335,90 @@ impl Stack {
         }
         s
     }
+}
+
+/// A temporary home as `mbctl init` makes it, with `domains.yaml` (example.com and other.org).
+fn init_home(opts: &StackOptions) -> tempfile::TempDir {
+    let home = tempfile::Builder::new()
+        .prefix("mb-e2e-")
+        .tempdir()
+        .expect("tempdir");
+    let h = home.path();
+    std::fs::create_dir_all(h.join("logs")).expect("logs dir");
+    let out = run_mbctl(h, &["init"], &[]);
+    assert!(
+        out.status.success(),
+        "mbctl init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut other = "  - name: other.org\n".to_owned();
+    if opts.other_org_own_ca {
+        let out = run_mbctl(h, &["ca", "create-domain", "other.org"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        other += &format!(
+            "    ca: {h}/certs/domains/other.org.crt\n    ca_key: {h}/secrets/domains/other.org.key\n",
+            h = h.display()
+        );
+    }
+    write(
+        &h.join("domains.yaml"),
+        &format!("domains:\n  - name: {DOMAIN}\n{other}"),
+    );
+    if opts.separate_store_keyring {
+        copy_private(
+            &h.join("secrets/keyring.json"),
+            &h.join("secrets/store-keyring.json"),
+        );
+    }
+    home
+}
+
+fn write_store_config(h: &Path, ports: &Ports, db_url: &str, opts: &StackOptions) {
+    let keyring = if opts.separate_store_keyring {
+        "store-keyring.json"
+    } else {
+        "keyring.json"
+    };
+    write(
+        &h.join("store.yaml"),
+        &format!(
+            "listen: 127.0.0.1:{}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {db_url}\n\
+             tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
+             keyring: {h}/secrets/{keyring}\ndomains_file: {h}/domains.yaml\n\
+             ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{}",
+            ports.store,
+            ports.store_metrics,
+            opts.store_extra,
+            h = h.display()
+        ),
+    );
+}
+
+fn write_ingest_config(h: &Path, ports: &Ports, redis_url: &str, opts: &StackOptions) {
+    let rate_limit = opts
+        .rate_limit
+        .map(|r| format!("rate_limit: {r}\n"))
+        .unwrap_or_default();
+    write(
+        &h.join("ingest.yaml"),
+        &format!(
+            "listen: 127.0.0.1:{}\nmetrics_listen: 127.0.0.1:{}\nredis_url: {redis_url}\n\
+             store_url: https://localhost:{}\n\
+             tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
+             client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
+             keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
+             redis_timeout: 1s\n{rate_limit}{}",
+            ports.ingest,
+            ports.ingest_metrics,
+            ports.store,
+            opts.ingest_extra,
+            h = h.display()
+        ),
+    );
 }
 
 /// Waits until `p` listens on `port`; if it exits first, fails with its log.

@@ -321,7 +321,7 @@ async fn renewed_and_old_certificates_both_work_and_an_expired_one_is_refused() 
     assert_eq!(active, 2);
 
     // An expired certificate from our own CA.
-    let ca = mb_store::ca::Ca::load(
+    let ca = mb_pki::ca::Ca::load(
         &stack.home().join("certs/ca.crt"),
         &stack.home().join("secrets/ca.key"),
     )
@@ -330,7 +330,7 @@ async fn renewed_and_old_certificates_both_work_and_an_expired_one_is_refused() 
     let expired = ca
         .issue_valid(
             "late.example.com",
-            mb_store::ca::Profile::Client,
+            mb_pki::ca::Profile::Client,
             now - time::Duration::days(10),
             now - time::Duration::days(1),
         )
@@ -481,9 +481,9 @@ async fn a_domain_with_its_own_ca_takes_certificates_from_that_ca_only() {
         202
     );
 
-    let issue = |ca: &mb_store::ca::Ca, cn: &str, name: &str| {
+    let issue = |ca: &mb_pki::ca::Ca, cn: &str, name: &str| {
         let dir = h.join("rogue");
-        ca.issue(cn, mb_store::ca::Profile::Client, 30)
+        ca.issue(cn, mb_pki::ca::Profile::Client, 30)
             .unwrap()
             .write(&dir, name)
             .unwrap();
@@ -493,9 +493,8 @@ async fn a_domain_with_its_own_ca_takes_certificates_from_that_ca_only() {
             &dir.join(format!("{name}.key")),
         )
     };
-    let main_ca =
-        mb_store::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
-    let domain_ca = mb_store::ca::Ca::load(
+    let main_ca = mb_pki::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
+    let domain_ca = mb_pki::ca::Ca::load(
         &h.join("certs/domains/other.org.crt"),
         &h.join("secrets/domains/other.org.key"),
     )
@@ -626,8 +625,8 @@ async fn client_chain_with_an_intermediate_ca_is_refused() {
 async fn a_certificate_signed_with_the_ca_key_but_never_recorded_is_refused() {
     let stack = Stack::start(no_deliver()).await;
     let h = stack.home().to_path_buf();
-    let ca = mb_store::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
-    ca.issue("ghost.example.com", mb_store::ca::Profile::Client, 30)
+    let ca = mb_pki::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
+    ca.issue("ghost.example.com", mb_pki::ca::Profile::Client, 30)
         .unwrap()
         .write(&h, "ghost")
         .unwrap();

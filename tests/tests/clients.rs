@@ -220,10 +220,9 @@ async fn every_early_refusal_reaches_curl_as_its_status_and_json_over_http2_and_
     let ca = h.join("certs/ca.crt").display().to_string();
     let url = format!("{}/api/v1/messages", stack.ingest_url());
     // A certificate signed with the CA key but never recorded: 403 before the body matters.
-    let main_ca =
-        mb_store::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
+    let main_ca = mb_pki::ca::Ca::load(&h.join("certs/ca.crt"), &h.join("secrets/ca.key")).unwrap();
     main_ca
-        .issue("ghost.example.com", mb_store::ca::Profile::Client, 30)
+        .issue("ghost.example.com", mb_pki::ca::Profile::Client, 30)
         .unwrap()
         .write(&h, "ghost")
         .unwrap();

@@ -171,11 +171,7 @@ async fn redrive_puts_dead_letters_back_and_they_are_delivered() {
         .await
         .unwrap();
     let entry = &entries.ids[0];
-    let mut fields: Vec<(String, String)> = entry
-        .map
-        .keys()
-        .map(|k| (k.clone(), entry.get::<String>(k).unwrap()))
-        .collect();
+    let mut fields = mb_shared::streams::entry_fields(entry);
     fields.extend([
         ("error".to_owned(), "store was misconfigured".to_owned()),
         ("attempts".to_owned(), "5".to_owned()),

@@ -4,7 +4,7 @@
 use mb_e2e::client::message;
 use mb_e2e::{Stack, StackOptions, assert_exactly_once, eventually, submit_many};
 use mb_shared::internal::{DELIVER_PATH, DeliverIn, DeliverOut, Delivery, InternalClient};
-use mb_shared::message::StreamEntry;
+use mb_shared::streams::StreamEntry;
 use redis::AsyncCommands;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use std::time::{Duration, Instant};
@@ -99,16 +99,11 @@ async fn store_outage_delays_but_loses_nothing_and_retries_count_attempts() {
 /// Reads entries as a consumer that will never ack them, like a worker about to die.
 async fn read_as_doomed_worker(stack: &Stack, n: usize) -> Vec<(String, StreamEntry)> {
     let mut con = stack.redis.connection().await;
-    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stack.stream_key())
-        .arg("deliver")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut con)
-        .await;
+    mb_shared::streams::ensure_group(&mut con, &Stack::domain())
+        .await
+        .unwrap();
     let opts = StreamReadOptions::default()
-        .group("deliver", "doomed:1:0")
+        .group(mb_shared::streams::GROUP, "doomed:1:0")
         .count(n);
     let reply: StreamReadReply = con
         .xread_options(&[stack.stream_key()], &[">"], &opts)
@@ -119,11 +114,7 @@ async fn read_as_doomed_worker(stack: &Stack, n: usize) -> Vec<(String, StreamEn
         .into_iter()
         .flat_map(|k| k.ids)
         .map(|id| {
-            let fields: Vec<(String, String)> = id
-                .map
-                .keys()
-                .map(|k| (k.clone(), id.get::<String>(k).unwrap()))
-                .collect();
+            let fields = mb_shared::streams::entry_fields(&id);
             let entry =
                 StreamEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     .unwrap();
@@ -330,7 +321,7 @@ async fn the_janitor_never_removes_a_consumer_that_holds_entries() {
     let dir = tempfile::tempdir().unwrap();
     let redis = mb_e2e::redis_server::RedisServer::start(dir.path().join("redis")).await;
     let mut con = redis.connection().await;
-    let domain = mb_shared::message::Domain::parse("example.com").unwrap();
+    let domain = mb_shared::domains::Domain::parse("example.com").unwrap();
     let key = mb_shared::streams::stream_key(&domain);
     mb_shared::streams::ensure_group(&mut con, &domain)
         .await

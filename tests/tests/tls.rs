@@ -26,14 +26,14 @@ async fn handshake_without_certificate_or_from_another_ca_is_refused() {
 
     // A complete second CA with a client certificate that looks right but is signed elsewhere.
     let other = tempfile::tempdir().unwrap();
-    let foreign_ca = mb_store::ca::Ca::create(
+    let foreign_ca = mb_pki::ca::Ca::create(
         &other.path().join("ca.crt"),
         &other.path().join("ca.key"),
         "mallory's certificate authority",
     )
     .unwrap();
     foreign_ca
-        .issue("mallory.example.com", mb_store::ca::Profile::Client, 30)
+        .issue("mallory.example.com", mb_pki::ca::Profile::Client, 30)
         .unwrap()
         .write(other.path(), "mallory")
         .unwrap();
@@ -54,14 +54,14 @@ async fn handshake_without_certificate_or_from_another_ca_is_refused() {
         "expected the unknown_ca alert, got {err}"
     );
     // A CA that copies our CA's name: found as the issuer, but the signature does not verify.
-    let impostor = mb_store::ca::Ca::create(
+    let impostor = mb_pki::ca::Ca::create(
         &other.path().join("impostor.crt"),
         &other.path().join("impostor.key"),
         "mb certificate authority",
     )
     .unwrap();
     impostor
-        .issue("eve.example.com", mb_store::ca::Profile::Client, 30)
+        .issue("eve.example.com", mb_pki::ca::Profile::Client, 30)
         .unwrap()
         .write(other.path(), "eve")
         .unwrap();

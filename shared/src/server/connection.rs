@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -115,27 +116,8 @@ pub(crate) async fn handle(a: Accepted) {
         handshake_permit,
     } = a;
     let _open = GaugeGuard::inc(&shared.metrics.open);
-    let handshake = {
-        let _in_flight = GaugeGuard::inc(&shared.metrics.handshakes);
-        tokio::time::timeout(
-            shared.limits.handshake_timeout,
-            tokio_rustls::TlsAcceptor::from(tls).accept(tcp),
-        )
-        .await
-    };
-    drop(handshake_permit);
-    let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            shared.metrics.refused(Refusal::HandshakeFailed);
-            tracing::debug!(%remote, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            shared.metrics.refused(Refusal::HandshakeTimeout);
-            tracing::debug!(%remote, "TLS handshake timed out");
-            return;
-        }
+    let Some(stream) = handshake(tcp, remote, tls, &shared, handshake_permit).await else {
+        return;
     };
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol() == Some(b"h2");
@@ -145,19 +127,7 @@ pub(crate) async fn handle(a: Accepted) {
         inner: stream,
         activity: activity.clone(),
     });
-    let svc = {
-        let activity = activity.clone();
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer.clone());
-            let in_flight = activity.begin();
-            let response = app.clone().oneshot(req);
-            async move {
-                let resp = response.await?;
-                // In flight until the response has been sent, not just computed.
-                Ok::<_, std::convert::Infallible>(super::body::keep_until_sent(resp, in_flight))
-            }
-        })
-    };
+    let svc = service(app, peer, activity.clone());
     let builder = if h2 { &shared.h2 } else { &shared.h1 };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -180,6 +150,63 @@ pub(crate) async fn handle(a: Accepted) {
         tracing::debug!(%remote, "connection did not close gracefully in time; dropped");
     }
     drop(conn_permit);
+}
+
+/// The TLS handshake, bounded in time and counted while it runs; `None` if it failed.
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    tls: Arc<ServerConfig>,
+    shared: &Shared,
+    permit: OwnedSemaphorePermit,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let result = {
+        let _in_flight = GaugeGuard::inc(&shared.metrics.handshakes);
+        tokio::time::timeout(
+            shared.limits.handshake_timeout,
+            tokio_rustls::TlsAcceptor::from(tls).accept(tcp),
+        )
+        .await
+    };
+    drop(permit);
+    match result {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            shared.metrics.refused(Refusal::HandshakeFailed);
+            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+            None
+        }
+        Err(_) => {
+            shared.metrics.refused(Refusal::HandshakeTimeout);
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The connection's service: every request carries the peer, and counts as in flight until
+/// its response has been sent (not just computed).
+fn service(
+    app: Router,
+    peer: Peer,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone {
+    hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        let in_flight = activity.begin();
+        let response = app.clone().oneshot(req);
+        async move {
+            let resp = response.await?;
+            Ok(super::body::keep_until_sent(resp, in_flight))
+        }
+    })
 }
 
 /// Completes when the connection has broken a timeout rule; dropping the connection then

@@ -87,36 +87,38 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// Checks the values; `key` is where they sit in the config file (`limits`).
-    pub fn validate(&self, path: &Path, key: &str) -> Result<(), ConfigError> {
-        let bad = |field: &str, msg: &str| {
-            Err(ConfigError::invalid(path, &format!("{key}.{field}"), msg))
-        };
-        let secs = |d: Duration| d.as_secs_f64();
-        for (field, d) in [
+impl crate::config::Validate for Limits {
+    fn validate(&self, c: &crate::config::Check<'_>) -> Result<(), ConfigError> {
+        for (key, d) in [
             ("handshake_timeout", self.handshake_timeout),
             ("header_read_timeout", self.header_read_timeout),
             ("body_read_timeout", self.body_read_timeout),
             ("idle_timeout", self.idle_timeout),
         ] {
-            if !(0.05..=3600.0).contains(&secs(d)) {
-                return bad(field, "must be between 50ms and 1h");
-            }
+            let ok = (Duration::from_millis(50)..=Duration::from_secs(3600)).contains(&d);
+            c.that(ok, key, "must be between 50ms and 1h")?;
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return bad("max_connections", "must be between 1 and 1000000");
-        }
-        if !(1..=1_000_000).contains(&self.max_handshakes) {
-            return bad("max_handshakes", "must be between 1 and 1000000");
-        }
-        if self.h2_max_concurrent_streams == 0 {
-            return bad("h2_max_concurrent_streams", "must be at least 1");
-        }
-        if !(8192..=1024 * 1024).contains(&self.max_header_bytes) {
-            return bad("max_header_bytes", "must be between 8192 and 1048576");
-        }
-        Ok(())
+        let count = 1..=1_000_000;
+        c.that(
+            count.contains(&self.max_connections),
+            "max_connections",
+            "must be between 1 and 1000000",
+        )?;
+        c.that(
+            count.contains(&self.max_handshakes),
+            "max_handshakes",
+            "must be between 1 and 1000000",
+        )?;
+        c.that(
+            self.h2_max_concurrent_streams >= 1,
+            "h2_max_concurrent_streams",
+            "must be at least 1",
+        )?;
+        c.that(
+            (8192..=1024 * 1024).contains(&self.max_header_bytes),
+            "max_header_bytes",
+            "must be between 8192 and 1048576",
+        )
     }
 }
 
@@ -282,19 +284,22 @@ mod tests {
 
     #[test]
     fn default_limits_are_valid_and_bad_ones_name_the_key() {
-        let p = Path::new("x.yaml");
-        Limits::default().validate(p, "limits").unwrap();
+        use crate::config::{Check, Validate};
+        let path = Path::new("x.yaml");
+        let c = Check::new(path).under("limits");
+        Limits::default().validate(&c).unwrap();
+        assert!(Limits::default().header_read_timeout <= Duration::from_secs(30));
         let bad = Limits {
             idle_timeout: Duration::ZERO,
             ..Default::default()
         };
-        let err = bad.validate(p, "limits").unwrap_err().to_string();
+        let err = bad.validate(&c).unwrap_err().to_string();
         assert!(err.contains("limits.idle_timeout"), "{err}");
         let bad = Limits {
-            max_header_bytes: 10,
+            max_header_bytes: 1024,
             ..Default::default()
         };
-        let err = bad.validate(p, "limits").unwrap_err().to_string();
+        let err = bad.validate(&c).unwrap_err().to_string();
         assert!(err.contains("limits.max_header_bytes"), "{err}");
     }
 

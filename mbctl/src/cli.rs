@@ -1,12 +1,10 @@
-//! `mbctl`, the operator's command line: set up secrets and certificates, issue client
-//! certificates, look at the streams and dead letters, apply migrations.
+//! The command line: global options (where the state, Redis and MySQL are) and the verbs.
 
-mod ca;
-mod cert;
-mod init;
-mod streams;
-
+use crate::{ca, cert, config, dead, init};
 use clap::{Parser, Subcommand};
+use mb_db::Db;
+use mb_pki::authorities::Authorities;
+use mb_shared::domains::Domains;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -32,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Create the CA, service certificates, keyring, HMAC and JWT secrets (missing ones only).
     Init(init::InitArgs),
-    /// Client certificates.
+    /// Client and administrator certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
     /// Certificate authorities of individual domains.
@@ -42,22 +40,27 @@ pub enum Command {
     Streams,
     /// Dead letters of a domain.
     #[command(subcommand)]
-    Dead(streams::DeadCommand),
+    Dead(dead::DeadCommand),
     /// Apply pending database migrations.
     Migrate,
+    /// Read the services' config files as they read them.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Cli {
-    fn redis_url(&self) -> anyhow::Result<&str> {
+    pub fn redis_url(&self) -> anyhow::Result<&str> {
         self.redis_url.as_deref().ok_or_else(|| {
             anyhow::anyhow!("--redis-url or MB_REDIS_URL is required for this command")
         })
     }
 
-    pub fn mysql_url(&self) -> anyhow::Result<&str> {
-        self.mysql_url.as_deref().ok_or_else(|| {
+    /// A small pool on the store's database.
+    pub fn db(&self) -> anyhow::Result<Db> {
+        let url = self.mysql_url.as_deref().ok_or_else(|| {
             anyhow::anyhow!("--mysql-url or MB_MYSQL_URL is required for this command")
-        })
+        })?;
+        Ok(Db::connect(url, 2, 16)?)
     }
 
     pub fn certs_dir(&self) -> PathBuf {
@@ -67,6 +70,28 @@ impl Cli {
     pub fn secrets_dir(&self) -> PathBuf {
         self.home.join("secrets")
     }
+
+    /// The configured domains, if `--domains` / `MB_DOMAINS_FILE` names them.
+    pub fn domains(&self) -> anyhow::Result<Option<Domains>> {
+        self.domains
+            .as_deref()
+            .map(Domains::load)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// The broker's CA in `<home>` and the domains' own, as `domains.yaml` names them.
+    pub fn authorities(&self) -> anyhow::Result<Authorities> {
+        let domains = match self.domains()? {
+            Some(d) => d,
+            None => Domains::none(),
+        };
+        Ok(Authorities::load(
+            &self.certs_dir().join("ca.crt"),
+            &self.secrets_dir().join("ca.key"),
+            &domains,
+        )?)
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -74,12 +99,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => init::run(&cli, args),
         Command::Cert(cmd) => cert::run(&cli, cmd).await,
         Command::Ca(cmd) => ca::run(&cli, cmd),
-        Command::Streams => streams::show(cli.redis_url()?).await,
-        Command::Dead(cmd) => streams::dead(cli.redis_url()?, cmd).await,
+        Command::Streams => crate::streams::show(cli.redis_url()?).await,
+        Command::Dead(cmd) => dead::run(cli.redis_url()?, cmd).await,
+        Command::Config(cmd) => config::run(cmd),
         Command::Migrate => {
-            let db = crate::db::Db::connect(cli.mysql_url()?, 2)?;
-            db.migrate().await?;
+            let db = cli.db()?;
+            let applied = db.migrate().await;
             db.close().await;
+            applied?;
             println!("migrations applied");
             Ok(())
         }

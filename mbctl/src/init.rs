@@ -1,8 +1,8 @@
 //! `mbctl init`: everything a fresh deployment needs, created once. Existing files are kept,
 //! so running it again never rotates a key or invalidates issued certificates.
 
-use super::Cli;
-use crate::ca::{Ca, Profile};
+use crate::cli::Cli;
+use mb_pki::ca::{Ca, Profile};
 use mb_shared::crypto::{Keyring, write_random_secret};
 use std::path::Path;
 

@@ -224,3 +224,96 @@ fn random_serial() -> SerialNumber {
     bytes[0] |= 0x01;
     SerialNumber::from_slice(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::*;
+
+    fn parse(pem: &str) -> Vec<u8> {
+        let (_, p) = parse_x509_pem(pem.as_bytes()).unwrap();
+        p.contents
+    }
+
+    #[test]
+    fn issues_end_entity_certificates_of_each_profile_under_a_path_length_zero_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(
+            &dir.path().join("ca.crt"),
+            &dir.path().join("ca.key"),
+            "test CA",
+        )
+        .unwrap();
+        let ca_der = parse(&std::fs::read_to_string(dir.path().join("ca.crt")).unwrap());
+        let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
+        let bc = ca_cert.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca && bc.path_len_constraint == Some(0));
+
+        let client = ca.issue("alice.example.com", Profile::Client, 30).unwrap();
+        let der = parse(&client.cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "alice.example.com"
+        );
+        assert!(!cert.is_ca());
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        assert_eq!(client.fingerprint.len(), 64);
+        assert_eq!(client.serial, hex::encode(cert.raw_serial()));
+
+        let admin = ca.issue("root.example.com", Profile::Admin, 30).unwrap();
+        let der = parse(&admin.cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let ou = cert.subject().iter_organizational_unit().next().unwrap();
+        assert_eq!(ou.as_str().unwrap(), mb_shared::identity::ADMIN_OU);
+
+        let sans = ["localhost", "127.0.0.1"];
+        let svc = ca
+            .issue("mb-store", Profile::Service { sans: &sans }, 30)
+            .unwrap();
+        let der = parse(&svc.cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && eku.server_auth);
+        assert_eq!(
+            cert.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_crl_lists_the_revoked_serials_signed_by_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&dir.path().join("c.crt"), &dir.path().join("c.key"), "c").unwrap();
+        let issued = ca.issue("x.example.com", Profile::Client, 1).unwrap();
+        let pem = ca
+            .crl(
+                &[(issued.serial.clone(), OffsetDateTime::now_utc())],
+                7,
+                Duration::days(2),
+            )
+            .unwrap();
+        let der = parse(&pem);
+        let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, [issued.serial]);
+        assert_eq!(
+            crl.crl_number().map(|n| n.to_string()).as_deref(),
+            Some("7")
+        );
+    }
+}

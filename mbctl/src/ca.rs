@@ -2,9 +2,9 @@
 //! in `domains.yaml` (`ca`, `ca_key`), ingest accepts that domain's clients only with
 //! certificates from it, and `mbctl cert issue … --domain DOMAIN` signs with it.
 
-use super::Cli;
-use crate::ca::Ca;
-use mb_shared::message::Domain;
+use crate::cli::Cli;
+use mb_pki::ca::Ca;
+use mb_shared::domains::Domain;
 
 #[derive(clap::Subcommand)]
 pub enum CaCommand {

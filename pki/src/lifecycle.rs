@@ -7,8 +7,8 @@
 //! certificates, a `superadmin` (and `mbctl`, which holds the database password) every one.
 
 use crate::ca::{Ca, CaError, Issued, Profile};
-use crate::db::Db;
-use mb_shared::message::Domain;
+use mb_db::Db;
+use mb_shared::domains::Domain;
 use mb_shared::status::{ClientKind, ClientStatus};
 use mysql_async::prelude::*;
 use time::OffsetDateTime;
@@ -208,7 +208,7 @@ async fn record(
         c.fingerprint,
         mb_shared::time::format_rfc3339(c.not_after)
     );
-    audit(&mut tx, actor, action, &cn, details.trim_end()).await?;
+    mb_db::audit(&mut tx, actor, action, &cn, details.trim_end()).await?;
     bump_access_version(&mut tx).await?;
     tx.commit().await?;
     Ok(())
@@ -220,20 +220,6 @@ async fn bump_access_version(
 ) -> Result<(), mysql_async::Error> {
     tx.query_drop("UPDATE access_version SET v = v + 1 WHERE id = 1")
         .await
-}
-
-async fn audit(
-    tx: &mut mysql_async::Transaction<'_>,
-    actor: &str,
-    action: &str,
-    target: &str,
-    details: &str,
-) -> Result<(), mysql_async::Error> {
-    tx.exec_drop(
-        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
-        (actor, action, target, details),
-    )
-    .await
 }
 
 /// Which certificates a revoke or disable applies to.
@@ -354,7 +340,7 @@ async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<Stri
     )
     .await?;
     for (serial, cn) in &rows {
-        audit(&mut tx, actor, t.action, cn, &format!("serial={serial}")).await?;
+        mb_db::audit(&mut tx, actor, t.action, cn, &format!("serial={serial}")).await?;
     }
     bump_access_version(&mut tx).await?;
     tx.commit().await?;
@@ -418,13 +404,13 @@ pub const CRL_VALIDITY: time::Duration = time::Duration::days(2);
 /// The CRLs (PEM, one per CA) listing `revoked`. Each lists every revoked serial: an entry for
 /// another CA's certificate never matches (CRLs are matched by issuer), and serials are random
 /// 127-bit numbers.
-pub fn signed_crls<'a>(
-    cas: impl IntoIterator<Item = &'a Ca>,
+pub fn signed_crls(
+    cas: &crate::authorities::Authorities,
     revoked: &[(String, OffsetDateTime)],
 ) -> Result<String, CaError> {
     let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
     let mut pem = String::new();
-    for ca in cas {
+    for ca in cas.all() {
         pem.push_str(&ca.crl(revoked, now, CRL_VALIDITY)?);
     }
     Ok(pem)

@@ -1,0 +1,71 @@
+//! The MySQL side of mb that more than one program needs: the connection pool (every session
+//! in UTC, prepared statements cached), the schema migrations embedded from `sql/` (applied by
+//! mb-store at startup and by `mbctl migrate`, never by hand), and the audit log every
+//! administrative change writes to. The queries of one program live with that program.
+
+use mysql_async::Pool;
+use mysql_async::prelude::*;
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// A pool of MySQL connections.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    /// A pool of at most `pool_max` connections to `url` (`mysql://user:pass@host:port/db`);
+    /// `statement_cache` prepared statements are kept per connection.
+    pub fn connect(
+        url: &str,
+        pool_max: usize,
+        statement_cache: usize,
+    ) -> Result<Self, mysql_async::Error> {
+        let opts = mysql_async::Opts::from_url(url)?;
+        let constraints =
+            mysql_async::PoolConstraints::new(1, pool_max.max(1)).expect("1 <= pool_max");
+        let opts = mysql_async::OptsBuilder::from_opts(opts)
+            .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
+            .init(vec!["SET time_zone = '+00:00'"])
+            .stmt_cache_size(statement_cache);
+        Ok(Self {
+            pool: Pool::new(opts),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `sql/` that are not applied yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut pool = self.pool.clone();
+        let report = embedded::migrations::runner().run_async(&mut pool).await?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "applied migration");
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pool.clone().disconnect().await;
+    }
+}
+
+/// One `audit_log` row: who (`mbctl:<user>`, `admin:<CN>`, `user:<name>`) did what to what.
+pub async fn audit<Q: Queryable>(
+    con: &mut Q,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &str,
+) -> Result<(), mysql_async::Error> {
+    con.exec_drop(
+        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
+        (actor, action, target, details),
+    )
+    .await
+}

@@ -1,0 +1,64 @@
+//! `mbctl dead list|redrive DOMAIN`: a domain's dead letters, and putting them back on the
+//! stream once the cause is fixed (one atomic script per letter, see `mb_shared::streams`).
+
+use mb_shared::domains::Domain;
+use mb_shared::streams;
+use redis::AsyncCommands;
+use redis::streams::StreamRangeReply;
+
+#[derive(clap::Subcommand)]
+pub enum DeadCommand {
+    /// List a domain's dead letters with their last error.
+    List { domain: String },
+    /// Put a domain's dead letters back on its stream for delivery.
+    Redrive { domain: String },
+}
+
+pub async fn run(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
+    let mut con = crate::streams::connect(url).await?;
+    match cmd {
+        DeadCommand::List { domain } => list(&mut con, &parse(domain)?).await,
+        DeadCommand::Redrive { domain } => redrive(&mut con, &parse(domain)?).await,
+    }
+}
+
+fn parse(d: &str) -> anyhow::Result<Domain> {
+    Domain::parse(d).map_err(anyhow::Error::msg)
+}
+
+async fn list(con: &mut redis::aio::MultiplexedConnection, domain: &Domain) -> anyhow::Result<()> {
+    let reply: StreamRangeReply = con.xrange_all(streams::dead_key(domain)).await?;
+    println!(
+        "{:<20} {:<36} {:>8} {:<24} ERROR",
+        "DEAD ID", "MESSAGE ID", "ATTEMPTS", "FAILED AT"
+    );
+    for e in &reply.ids {
+        let get = |k: &str| e.get::<String>(k).unwrap_or_default();
+        println!(
+            "{:<20} {:<36} {:>8} {:<24} {}",
+            e.id,
+            get("message_id"),
+            get("attempts"),
+            get("failed_at"),
+            get("error")
+        );
+    }
+    println!(
+        "{} dead letter(s) in {}",
+        reply.ids.len(),
+        streams::dead_key(domain)
+    );
+    Ok(())
+}
+
+async fn redrive(
+    con: &mut redis::aio::MultiplexedConnection,
+    domain: &Domain,
+) -> anyhow::Result<()> {
+    let moved = streams::redrive_all(con, domain).await?;
+    println!(
+        "redrove {moved} dead letter(s) onto {}",
+        streams::stream_key(domain)
+    );
+    Ok(())
+}

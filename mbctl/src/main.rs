@@ -1,0 +1,18 @@
+//! mbctl: administer an mb broker. See `mbctl --help`; each verb group lives in a module of
+//! its own (`cert`, `ca`, `streams`, `dead`, `init`).
+
+mod ca;
+mod cert;
+mod cli;
+mod config;
+mod dead;
+mod init;
+mod streams;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    mb_shared::tls::install_crypto_provider();
+    cli::run(cli::Cli::parse()).await
+}

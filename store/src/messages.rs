@@ -1,0 +1,152 @@
+//! The store's queries on `messages`. Every query is parameterized; batch writes are one
+//! multi-row `INSERT … ON DUPLICATE KEY UPDATE`, so a re-delivered message updates its row
+//! instead of adding one.
+
+use mb_db::Db;
+use mb_shared::internal::{Delivery, Failure, StatusOut};
+use mb_shared::message::{ClientId, MessageId};
+use mb_shared::status::MessageStatus;
+use mb_shared::time::to_mysql_datetime;
+use mysql_async::prelude::*;
+use mysql_async::{Params, Value};
+
+/// Rows per INSERT statement; keeps statements well under max_allowed_packet.
+const ROWS_PER_STATEMENT: usize = 500;
+
+const COLUMNS: &str = "(message_id, client_id, domain, sender_hash, sender_mask, body_ciphertext, \
+     key_id, status, attempt_count, last_error, submitted_at, queued_at, delivered_at)";
+
+/// Prepared statements cached per connection: batches come in every size from 1 to
+/// `ROWS_PER_STATEMENT`, and caching each size's INSERT (delivered and failed) saves a prepare
+/// per batch.
+pub(crate) const STATEMENT_CACHE: usize = 2 * ROWS_PER_STATEMENT + 16;
+
+/// Upserts delivered messages. Rows that exist keep their first `delivered_at`.
+pub(crate) async fn upsert_delivered(
+    db: &Db,
+    rows: &[&Delivery],
+) -> Result<(), mysql_async::Error> {
+    let mut conn = db.pool().get_conn().await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO messages {COLUMNS} VALUES {} ON DUPLICATE KEY UPDATE \
+                 status = 'delivered', last_error = NULL, \
+                 attempt_count = GREATEST(attempt_count, VALUES(attempt_count)), \
+                 delivered_at = COALESCE(delivered_at, VALUES(delivered_at))",
+            placeholders(chunk.len(), "'delivered'", "NULL", "UTC_TIMESTAMP(3)")
+        );
+        let mut params = Vec::with_capacity(chunk.len() * 10);
+        for d in chunk {
+            push_row(&mut params, d, None);
+        }
+        conn.exec_drop(sql, Params::Positional(params)).await?;
+    }
+    Ok(())
+}
+
+/// Records dead-lettered messages as `failed`, unless a delivery already stored them.
+pub(crate) async fn upsert_failed(db: &Db, rows: &[Failure]) -> Result<(), mysql_async::Error> {
+    let mut conn = db.pool().get_conn().await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO messages {COLUMNS} VALUES {} ON DUPLICATE KEY UPDATE \
+                 status = IF(status = 'delivered', status, 'failed'), \
+                 last_error = IF(status = 'delivered', last_error, VALUES(last_error)), \
+                 attempt_count = GREATEST(attempt_count, VALUES(attempt_count))",
+            placeholders(chunk.len(), "'failed'", "?", "NULL")
+        );
+        let mut params = Vec::with_capacity(chunk.len() * 11);
+        for f in chunk {
+            push_row(&mut params, &f.delivery, Some(&f.error));
+        }
+        conn.exec_drop(sql, Params::Positional(params)).await?;
+    }
+    Ok(())
+}
+
+/// A message's status row, as a client may see it.
+#[derive(FromRow)]
+struct StatusRow {
+    client_id: String,
+    status: MessageStatus,
+    attempt_count: u32,
+    queued_ms: i64,
+    delivered_ms: Option<i64>,
+    updated_ms: i64,
+}
+
+/// The status of `client`'s message `id`, if it is in the store.
+pub(crate) async fn status(
+    db: &Db,
+    id: &MessageId,
+    client: &ClientId,
+) -> Result<Option<StatusOut>, mysql_async::Error> {
+    let row: Option<StatusRow> = db
+        .pool()
+        .get_conn()
+        .await?
+        .exec_first(
+            "SELECT client_id, status, attempt_count, \
+             CAST(UNIX_TIMESTAMP(queued_at) * 1000 AS SIGNED) AS queued_ms, \
+             CAST(UNIX_TIMESTAMP(delivered_at) * 1000 AS SIGNED) AS delivered_ms, \
+             CAST(UNIX_TIMESTAMP(updated_at) * 1000 AS SIGNED) AS updated_ms \
+             FROM messages WHERE message_id = ? AND client_id = ?",
+            (id.to_string(), client.as_str()),
+        )
+        .await?;
+    let ms = mb_shared::time::from_unix_millis;
+    Ok(row.map(|r| StatusOut {
+        message_id: *id,
+        client_id: ClientId(r.client_id),
+        status: r.status,
+        attempt_count: r.attempt_count,
+        queued_at: ms(r.queued_ms),
+        delivered_at: r.delivered_ms.map(ms),
+        updated_at: ms(r.updated_ms),
+    }))
+}
+
+/// `(?, …, <status>, ?, <error>, ?, ?, <delivered_at>)` repeated `n` times.
+fn placeholders(n: usize, status: &str, error: &str, delivered_at: &str) -> String {
+    let one = format!("(?, ?, ?, ?, ?, ?, ?, {status}, ?, {error}, ?, ?, {delivered_at})");
+    vec![one; n].join(", ")
+}
+
+/// One row's parameters; `error` is bound only for failed rows (their `last_error` is a `?`).
+fn push_row(params: &mut Vec<Value>, d: &Delivery, error: Option<&str>) {
+    let e = &d.entry;
+    params.push(e.message_id.to_string().into());
+    params.push(e.client_id.as_str().into());
+    params.push(e.domain.as_str().into());
+    params.push(e.sender_hash.as_str().into());
+    params.push(e.sender_mask.as_str().into());
+    params.push(e.body.as_str().into());
+    params.push(mb_shared::crypto::key_id(&e.body).unwrap_or(0).into());
+    params.push(d.attempt.into());
+    if let Some(error) = error {
+        params.push(truncate(error, 512).into());
+    }
+    params.push(e.submitted_at.as_deref().and_then(to_mysql_datetime).into());
+    params.push(
+        to_mysql_datetime(&e.queued_at)
+            .unwrap_or_else(|| "1970-01-01 00:00:00".into())
+            .into(),
+    );
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_rows_have_ten_parameters() {
+        let p = placeholders(2, "'delivered'", "NULL", "UTC_TIMESTAMP(3)");
+        assert_eq!(p.matches('?').count(), 20);
+        let p = placeholders(1, "'failed'", "?", "NULL");
+        assert_eq!(p.matches('?').count(), 11);
+    }
+}
