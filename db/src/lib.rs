@@ -1,7 +1,11 @@
 //! The MySQL side of mb that more than one program needs: the connection pool (every session
 //! in UTC, prepared statements cached), the schema migrations embedded from `sql/` (applied by
-//! mb-store at startup and by `mbctl migrate`, never by hand), and the audit log every
-//! administrative change writes to. The queries of one program live with that program.
+//! mb-store at startup and by `mbctl migrate`, never by hand), the audit log every
+//! administrative change writes to, and the portal's users and sessions ([`users`]). The
+//! queries of one program live with that program.
+
+pub mod messages;
+pub mod users;
 
 use mysql_async::Pool;
 use mysql_async::prelude::*;
@@ -55,17 +59,23 @@ impl Db {
     }
 }
 
-/// One `audit_log` row: who (`mbctl:<user>`, `admin:<CN>`, `user:<name>`) did what to what.
+/// One `audit_log` row: who (`mbctl:<user>`, `admin:<CN>`, `user:<name>`) did what to what,
+/// and in which domain (so that domain's administrators see it).
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub domain: Option<&'a str>,
+    pub details: &'a str,
+}
+
 pub async fn audit<Q: Queryable>(
     con: &mut Q,
-    actor: &str,
-    action: &str,
-    target: &str,
-    details: &str,
+    e: &AuditEntry<'_>,
 ) -> Result<(), mysql_async::Error> {
     con.exec_drop(
-        "INSERT INTO audit_log (actor, action, target, details) VALUES (?, ?, ?, ?)",
-        (actor, action, target, details),
+        "INSERT INTO audit_log (actor, action, target, domain, details) VALUES (?, ?, ?, ?, ?)",
+        (e.actor, e.action, e.target, e.domain, e.details),
     )
     .await
 }

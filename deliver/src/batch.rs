@@ -166,13 +166,18 @@ fn sort(
     v
 }
 
-/// `MULTI; XACK; XDEL; EXEC` for entries the store confirmed.
+/// `MULTI; XACK; XDEL; INCRBY delivered:<minute>; EXEC` for entries the store confirmed: the
+/// count of deliveries per minute moves with the acks, in the same transaction.
 async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Result<(), BatchError> {
     if stored.is_empty() {
         return Ok(());
     }
     let key = streams::stream_key(domain);
     let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60);
+    let counter = streams::delivered_key(domain, minute);
     let mut con = ctx.ctl.clone();
     redis::pipe()
         .atomic()
@@ -184,6 +189,14 @@ async fn ack(ctx: &Ctx, domain: &Domain, stored: &[(String, MessageId)]) -> Resu
         .cmd("XDEL")
         .arg(&key)
         .arg(&ids)
+        .ignore()
+        .cmd("INCRBY")
+        .arg(&counter)
+        .arg(ids.len())
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&counter)
+        .arg(streams::DELIVERED_KEY_TTL_SECS)
         .ignore()
         .query_async::<()>(&mut con)
         .await

@@ -17,7 +17,7 @@ use axum::routing::get;
 use mb_shared::crypto::{HmacKey, Keyring};
 use mb_shared::domains::Domains;
 use mb_shared::internal::InternalClient;
-use mb_shared::server::MtlsListener;
+use mb_shared::server::HttpsListener;
 use mb_shared::server::body::{BodyLimit, read_body};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -184,7 +184,7 @@ pub async fn run(
         metrics: service.listener_metrics.clone(),
     };
     let app = router(state.clone(), body);
-    MtlsListener {
+    HttpsListener {
         tcp: listener,
         tls: state.access.tls.clone(),
         anchors: service.anchors,

@@ -115,14 +115,6 @@ pub async fn run(cli: &Cli, cmd: &CertCommand) -> anyhow::Result<()> {
     result
 }
 
-/// Who the audit log names: `mbctl:<login>`.
-fn actor() -> String {
-    format!(
-        "mbctl:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
-}
-
 fn parse(d: &str) -> anyhow::Result<Domain> {
     Domain::parse(d).map_err(anyhow::Error::msg)
 }
@@ -143,7 +135,7 @@ async fn issue(
         kind,
         days,
     };
-    let issued = certs::issue(db, cas.issuer(domain, kind), req, &actor()).await?;
+    let issued = certs::issue(db, cas.issuer(domain, kind), req, &crate::cli::actor()).await?;
     print_issued(cli, &req, out, &issued)
 }
 
@@ -165,7 +157,7 @@ async fn renew(
         kind,
         days,
     };
-    let issued = certs::renew(db, cas.issuer(domain, kind), req, &actor()).await?;
+    let issued = certs::renew(db, cas.issuer(domain, kind), req, &crate::cli::actor()).await?;
     print_issued(cli, &req, out, &issued)
 }
 
@@ -185,7 +177,7 @@ async fn revoke(
         (None, Some(serial)) => Selector::Serial(serial),
         _ => anyhow::bail!("give a NAME or --serial"),
     };
-    for s in certs::revoke(db, &which, Scope::All, &actor()).await? {
+    for s in certs::revoke(db, &which, Scope::All, &crate::cli::actor()).await? {
         println!("revoked serial {s}");
     }
     write_crl(cli, db).await
@@ -203,7 +195,7 @@ async fn set_disabled(
         domain: domain.as_ref(),
     };
     let verb = if disabled { "disabled" } else { "enabled" };
-    for s in certs::set_disabled(db, &which, Scope::All, disabled, &actor()).await? {
+    for s in certs::set_disabled(db, &which, Scope::All, disabled, &crate::cli::actor()).await? {
         println!("{verb} serial {s}");
     }
     Ok(())

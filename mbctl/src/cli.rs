@@ -1,6 +1,6 @@
 //! The command line: global options (where the state, Redis and MySQL are) and the verbs.
 
-use crate::{ca, cert, config, dead, init};
+use crate::{ca, cert, config, dead, init, user};
 use clap::{Parser, Subcommand};
 use mb_db::Db;
 use mb_pki::authorities::Authorities;
@@ -43,6 +43,9 @@ pub enum Command {
     Dead(dead::DeadCommand),
     /// Apply pending database migrations.
     Migrate,
+    /// Portal users.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Read the services' config files as they read them.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -94,14 +97,23 @@ impl Cli {
     }
 }
 
+/// Who the audit log names for what mbctl does: `mbctl:<login>`.
+pub fn actor() -> String {
+    format!(
+        "mbctl:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init(args) => init::run(&cli, args),
         Command::Cert(cmd) => cert::run(&cli, cmd).await,
         Command::Ca(cmd) => ca::run(&cli, cmd),
         Command::Streams => crate::streams::show(cli.redis_url()?).await,
-        Command::Dead(cmd) => dead::run(cli.redis_url()?, cmd).await,
+        Command::Dead(cmd) => dead::run(&cli, cmd).await,
         Command::Config(cmd) => config::run(cmd),
+        Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Migrate => {
             let db = cli.db()?;
             let applied = db.migrate().await;

@@ -14,11 +14,11 @@ pub enum DeadCommand {
     Redrive { domain: String },
 }
 
-pub async fn run(url: &str, cmd: &DeadCommand) -> anyhow::Result<()> {
-    let mut con = crate::streams::connect(url).await?;
+pub async fn run(cli: &crate::cli::Cli, cmd: &DeadCommand) -> anyhow::Result<()> {
+    let mut con = crate::streams::connect(cli.redis_url()?).await?;
     match cmd {
         DeadCommand::List { domain } => list(&mut con, &parse(domain)?).await,
-        DeadCommand::Redrive { domain } => redrive(&mut con, &parse(domain)?).await,
+        DeadCommand::Redrive { domain } => redrive(cli, &mut con, &parse(domain)?).await,
     }
 }
 
@@ -51,13 +51,21 @@ async fn list(con: &mut redis::aio::MultiplexedConnection, domain: &Domain) -> a
     Ok(())
 }
 
+/// Moves the dead letters back, then marks their rows `queued` again (they were `failed`).
 async fn redrive(
+    cli: &crate::cli::Cli,
     con: &mut redis::aio::MultiplexedConnection,
     domain: &Domain,
 ) -> anyhow::Result<()> {
+    let db = cli.db()?;
     let moved = streams::redrive_all(con, domain).await?;
+    let marked =
+        mb_db::messages::mark_redriven(&db, domain.as_str(), &moved, &crate::cli::actor()).await;
+    db.close().await;
+    marked?;
     println!(
-        "redrove {moved} dead letter(s) onto {}",
+        "redrove {} dead letter(s) onto {}",
+        moved.len(),
         streams::stream_key(domain)
     );
     Ok(())

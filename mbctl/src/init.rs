@@ -61,7 +61,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
         Keyring::add_key_to_file(&keyring)?;
         println!("created  {}", keyring.display());
     }
-    for name in ["hmac.key", "jwt.key"] {
+    for name in ["hmac.key", "jwt.key", "csrf.key"] {
         let path = secrets.join(name);
         if path.exists() {
             println!("kept     {}", path.display());

@@ -1,5 +1,5 @@
 //! mbctl: administer an mb broker. See `mbctl --help`; each verb group lives in a module of
-//! its own (`cert`, `ca`, `streams`, `dead`, `init`).
+//! its own (`cert`, `ca`, `user`, `streams`, `dead`, `init`, `config`).
 
 mod ca;
 mod cert;
@@ -8,6 +8,7 @@ mod config;
 mod dead;
 mod init;
 mod streams;
+mod user;
 
 use clap::Parser;
 

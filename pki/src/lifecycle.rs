@@ -64,20 +64,7 @@ impl Scope<'_> {
     }
 }
 
-/// One issued certificate as listed.
-#[derive(Debug, Clone, serde::Serialize, FromRow)]
-pub struct CertRow {
-    pub name: String,
-    pub domain: String,
-    pub kind: ClientKind,
-    pub common_name: String,
-    pub fingerprint: String,
-    pub serial: String,
-    pub status: ClientStatus,
-    pub not_after: String,
-    pub days_left: i64,
-    pub revoked_at: Option<String>,
-}
+pub use mb_shared::api::CertificateRecord as CertRow;
 
 /// What a new certificate is: `<name>.<domain>`, of `kind`, valid `days` days.
 #[derive(Debug, Clone, Copy)]
@@ -208,7 +195,17 @@ async fn record(
         c.fingerprint,
         mb_shared::time::format_rfc3339(c.not_after)
     );
-    mb_db::audit(&mut tx, actor, action, &cn, details.trim_end()).await?;
+    mb_db::audit(
+        &mut tx,
+        &mb_db::AuditEntry {
+            actor,
+            action,
+            target: &cn,
+            domain: Some(req.domain.as_str()),
+            details: details.trim_end(),
+        },
+    )
+    .await?;
     bump_access_version(&mut tx).await?;
     tx.commit().await?;
     Ok(())
@@ -314,9 +311,9 @@ async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<Stri
     let filter = format!("{which} AND {scope} AND status IN (?, ?)");
     let mut conn = db.pool().get_conn().await?;
     let mut tx = conn.start_transaction(Default::default()).await?;
-    let rows: Vec<(String, String)> = tx
+    let rows: Vec<(String, String, String)> = tx
         .exec(
-            format!("SELECT serial, common_name FROM clients WHERE {filter} FOR UPDATE"),
+            format!("SELECT serial, common_name, domain FROM clients WHERE {filter} FOR UPDATE"),
             params.clone(),
         )
         .await?;
@@ -339,12 +336,22 @@ async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<Stri
         update,
     )
     .await?;
-    for (serial, cn) in &rows {
-        mb_db::audit(&mut tx, actor, t.action, cn, &format!("serial={serial}")).await?;
+    for (serial, cn, domain) in &rows {
+        mb_db::audit(
+            &mut tx,
+            &mb_db::AuditEntry {
+                actor,
+                action: t.action,
+                target: cn,
+                domain: Some(domain),
+                details: &format!("serial={serial}"),
+            },
+        )
+        .await?;
     }
     bump_access_version(&mut tx).await?;
     tx.commit().await?;
-    Ok(rows.into_iter().map(|(s, _)| s).collect())
+    Ok(rows.into_iter().map(|(s, _, _)| s).collect())
 }
 
 /// The certificates in `scope`, newest first, with days to expiry.

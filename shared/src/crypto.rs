@@ -166,23 +166,28 @@ impl std::fmt::Debug for HmacKey {
     }
 }
 
+/// A secret key file (HMAC, JWT, CSRF): base64 text of at least 32 bytes, mode 0600.
+pub fn read_secret_key(path: &Path) -> Result<Vec<u8>, CryptoError> {
+    let raw = read_private_file(path)?;
+    let key = B64
+        .decode(String::from_utf8_lossy(&raw).trim())
+        .map_err(|_| SecretError::Invalid {
+            path: path.to_owned(),
+            reason: "not base64".into(),
+        })?;
+    if key.len() < 32 {
+        return Err(SecretError::Invalid {
+            path: path.to_owned(),
+            reason: "a key must be at least 32 bytes".into(),
+        }
+        .into());
+    }
+    Ok(key)
+}
+
 impl HmacKey {
     pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let raw = read_private_file(path)?;
-        let key = B64
-            .decode(String::from_utf8_lossy(&raw).trim())
-            .map_err(|_| SecretError::Invalid {
-                path: path.to_owned(),
-                reason: "not base64".into(),
-            })?;
-        if key.len() < 32 {
-            return Err(SecretError::Invalid {
-                path: path.to_owned(),
-                reason: "an HMAC key must be at least 32 bytes".into(),
-            }
-            .into());
-        }
-        Ok(Self::from_bytes(&key))
+        Ok(Self::from_bytes(&read_secret_key(path)?))
     }
 
     pub fn from_bytes(key: &[u8]) -> Self {

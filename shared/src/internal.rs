@@ -138,6 +138,13 @@ impl ClientError {
     }
 }
 
+/// What a server answered.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
 /// A pooled, keep-alive HTTPS client with a service certificate.
 #[derive(Clone)]
 pub struct InternalClient {
@@ -204,6 +211,63 @@ impl InternalClient {
             .unwrap_or_default()
             .to_owned();
         Ok(Some((parse(path, &bytes)?, etag)))
+    }
+
+    /// Sends one request with an optional bearer token and JSON body, and returns whatever
+    /// came back (only transport failures and timeouts are errors).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        json: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if json.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = bearer {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(json.unwrap_or_default().into()))
+            .expect("request parts are valid");
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|source| ClientError::Transport {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|source| ClientError::Body {
+                    path: path.to_owned(),
+                    source,
+                })?
+                .to_bytes();
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    path: path.to_owned(),
+                    timeout: self.timeout,
+                })
+            })
     }
 
     /// Sends one request; `Ok((None, _))` is a 304 answer to `if_none_match`.

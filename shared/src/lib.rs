@@ -5,6 +5,7 @@
 //!
 //! Services depend on this crate, never on each other.
 
+pub mod api;
 pub mod config;
 pub mod crypto;
 pub mod domains;

@@ -15,6 +15,9 @@
 //!   atomically (XACK, XADD to dead with the last error, XDEL); [`REDRIVE`] moves it back.
 //! * `mb:{<domain>}:idem:<client_id>:<hmac(key)>` — an `Idempotency-Key` record, 24 h.
 //! * `mb:{<domain>}:rate:<bucket>:<client_id>` — a client's rate-limit state (GCRA).
+//! * `mb:{<domain>}:delivered:<unix minute>` — messages delivered in that minute, counted by
+//!   the workers in the same `MULTI` as their `XACK`, kept two hours (for the portal's
+//!   "delivered in the last minute / hour").
 //!
 //! The `{<domain>}` hash tag keeps all of a domain's keys in one Redis Cluster slot, which the
 //! scripts and MULTI blocks require.
@@ -122,6 +125,14 @@ pub fn rate_key(domain: &Domain, bucket: &str, client_id: &str) -> String {
     format!("mb:{{{domain}}}:rate:{bucket}:{client_id}")
 }
 
+/// Messages of `domain` delivered in the minute `unix_minute` (seconds since the epoch / 60).
+pub fn delivered_key(domain: &Domain, unix_minute: u64) -> String {
+    format!("mb:{{{domain}}}:delivered:{unix_minute}")
+}
+
+/// How long a per-minute delivery counter is kept.
+pub const DELIVERED_KEY_TTL_SECS: u64 = 7200;
+
 /// Atomic submit with an idempotency key. KEYS: stream, idempotency. ARGV: idem_ttl,
 /// idem_value, then the entry's field/value pairs.
 /// Returns `{"ok", entry_id}` or `{"dup", idem_value}`.
@@ -183,12 +194,12 @@ pub fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
 }
 
 /// Moves every dead letter of `domain` back onto its stream (each in one atomic step, without
-/// the fields the dead letter added) and makes sure the consumer group exists. Returns how
-/// many were moved.
+/// the fields the dead letter added) and makes sure the consumer group exists. Returns the
+/// message ids moved.
 pub async fn redrive_all<C: redis::aio::ConnectionLike + Send>(
     con: &mut C,
     domain: &Domain,
-) -> redis::RedisResult<u64> {
+) -> redis::RedisResult<Vec<String>> {
     let letters: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(dead_key(domain))
         .arg("-")
@@ -196,23 +207,132 @@ pub async fn redrive_all<C: redis::aio::ConnectionLike + Send>(
         .query_async(con)
         .await?;
     let script = redis::Script::new(REDRIVE);
-    let mut moved = 0;
+    let mut moved = Vec::new();
     for letter in &letters.ids {
+        let fields = entry_fields(letter);
         let mut inv = script.prepare_invoke();
         inv.key(dead_key(domain))
             .key(stream_key(domain))
             .arg(&letter.id);
-        for (k, v) in entry_fields(letter)
+        for (k, v) in fields
             .iter()
             .filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str()))
         {
             inv.arg(k).arg(v);
         }
         let n: u64 = inv.invoke_async(con).await?;
-        moved += n;
+        if n == 1
+            && let Some((_, id)) = fields.iter().find(|(k, _)| k == "message_id")
+        {
+            moved.push(id.clone());
+        }
     }
     ensure_group(con, domain).await?;
     Ok(moved)
+}
+
+/// One consumer of a domain's group, as an operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerStats {
+    pub name: String,
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed anything.
+    pub idle_ms: u64,
+}
+
+/// A domain's queue, in numbers an operator can act on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainStats {
+    pub domain: String,
+    /// Entries in the stream: delivered ones are deleted, so this is the backlog (pending
+    /// ones included).
+    pub backlog: u64,
+    /// Entries read by a worker and not yet acknowledged.
+    pub pending: u64,
+    /// Age of the oldest pending entry, in milliseconds.
+    pub oldest_pending_ms: Option<u64>,
+    pub consumers: Vec<ConsumerStats>,
+    pub dead_letters: u64,
+    pub delivered_last_minute: u64,
+    pub delivered_last_hour: u64,
+}
+
+/// The numbers of one domain's queue.
+pub async fn stats<C: redis::aio::ConnectionLike + Send>(
+    con: &mut C,
+    domain: &Domain,
+) -> redis::RedisResult<DomainStats> {
+    let key = stream_key(domain);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let minute = now_ms / 60_000;
+    let mut pipe = redis::pipe();
+    pipe.cmd("XLEN").arg(&key).cmd("XLEN").arg(dead_key(domain));
+    pipe.cmd("MGET");
+    for m in (minute - 59)..=minute {
+        pipe.arg(delivered_key(domain, m));
+    }
+    let (backlog, dead_letters, counts): (u64, u64, Vec<Option<u64>>) =
+        pipe.query_async(con).await?;
+    let counts: Vec<u64> = counts.into_iter().map(Option::unwrap_or_default).collect();
+    let (pending, oldest_pending_ms, consumers) = match group_state(con, &key, now_ms).await {
+        Ok(state) => state,
+        // No group yet (nothing was ever read), or no stream at all.
+        Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => (0, None, Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(DomainStats {
+        domain: domain.to_string(),
+        backlog,
+        pending,
+        oldest_pending_ms,
+        consumers,
+        dead_letters,
+        // The current minute so far, or the last full one when this one has just begun.
+        delivered_last_minute: counts[counts.len() - 1].max(counts[counts.len() - 2]),
+        delivered_last_hour: counts.iter().sum(),
+    })
+}
+
+/// (pending, age of the oldest pending entry, consumers) of the domain's group.
+async fn group_state<C: redis::aio::ConnectionLike + Send>(
+    con: &mut C,
+    key: &str,
+    now_ms: u64,
+) -> redis::RedisResult<(u64, Option<u64>, Vec<ConsumerStats>)> {
+    let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(GROUP)
+        .query_async(con)
+        .await?;
+    let (pending, oldest) = match summary {
+        redis::streams::StreamPendingReply::Data(d) => {
+            let ms = d
+                .start_id
+                .split('-')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok());
+            (d.count as u64, ms.map(|t| now_ms.saturating_sub(t)))
+        }
+        _ => (0, None),
+    };
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg(GROUP)
+        .query_async(con)
+        .await?;
+    let consumers = info
+        .consumers
+        .into_iter()
+        .map(|c| ConsumerStats {
+            name: c.name,
+            pending: c.pending as u64,
+            idle_ms: c.idle as u64,
+        })
+        .collect();
+    Ok((pending, oldest, consumers))
 }
 
 /// Creates the consumer group (and the stream) if missing; an existing group is fine.

@@ -100,6 +100,16 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// TLS 1.2/1.3 server for browsers (the portal): no client certificate, HTTP/2 or HTTP/1.1.
+pub fn browser_server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let mut cfg = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// TLS 1.3 client that trusts only `files.ca` and presents the service's own certificate.
 pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])

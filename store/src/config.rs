@@ -1,10 +1,11 @@
 //! mb-store configuration (`ops/config/store.yaml`).
 
-use mb_shared::config::{Check, ConfigError, TlsFiles, Validate};
+use mb_shared::config::{Check, ConfigError, TlsFiles, Validate, duration};
 use mb_shared::secret::SecretString;
 use mb_shared::server::Limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +22,23 @@ pub struct Config {
     /// The certificate authority the store runs: its certificate and key (mode 0600).
     pub(crate) ca_cert: PathBuf,
     pub(crate) ca_key: PathBuf,
-    /// AES-256-GCM-SIV keyring (JSON, mode 0600).
+    /// AES-256-GCM-SIV keyring (JSON, mode 0600): the store checks delivered ciphertext
+    /// against it and decrypts bodies for the portal's authorised readers.
     pub(crate) keyring: PathBuf,
+    /// The HMAC key (mode 0600), to look sender numbers up by their hash.
+    pub(crate) hmac_key: PathBuf,
+    /// The key that signs the portal's session tokens (mode 0600).
+    pub(crate) jwt_key: PathBuf,
+    /// How long a portal session lasts.
+    #[serde(default = "default_session_ttl", with = "duration")]
+    pub(crate) session_ttl: Duration,
+    /// Sign-in throttling.
+    #[serde(default)]
+    pub(crate) login: LoginLimits,
+    /// Redis, for the portal's view of the queues and for redriving dead letters.
+    pub(crate) redis_url: String,
+    #[serde(default = "default_redis_timeout", with = "duration")]
+    pub(crate) redis_timeout: Duration,
     pub(crate) domains_file: PathBuf,
     /// Apply pending migrations at startup.
     #[serde(default = "default_true")]
@@ -32,6 +48,33 @@ pub struct Config {
     pub(crate) limits: Limits,
 }
 
+/// Sign-in throttling: after `max_user_failures` wrong passwords in a row for one user name,
+/// or `max_address_failures` from one address, sign-ins are refused for `lockout`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LoginLimits {
+    pub(crate) max_user_failures: u32,
+    pub(crate) max_address_failures: u32,
+    #[serde(with = "duration")]
+    pub(crate) lockout: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            max_user_failures: 10,
+            max_address_failures: 50,
+            lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_listen() -> SocketAddr {
     ([0, 0, 0, 0], 8000).into()
 }
@@ -59,6 +102,24 @@ impl Validate for Config {
             "mysql_pool_max",
             "must be between 1 and 1000",
         )?;
+        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.that(
+            (Duration::from_secs(10)..=Duration::from_secs(24 * 3600)).contains(&self.session_ttl),
+            "session_ttl",
+            "must be between 10s and 24h",
+        )?;
+        let l = c.under("login");
+        l.that(
+            self.login.max_user_failures >= 1,
+            "max_user_failures",
+            "must be at least 1",
+        )?;
+        l.that(
+            self.login.max_address_failures >= 1,
+            "max_address_failures",
+            "must be at least 1",
+        )?;
+        l.that(!self.login.lockout.is_zero(), "lockout", "must be positive")?;
         self.limits.validate(&c.under("limits"))
     }
 }

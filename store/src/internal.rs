@@ -77,7 +77,20 @@ async fn deliver(
             error,
         });
     }
-    if let Err(e) = crate::messages::upsert_delivered(&app.db, &accepted).await {
+    let fingerprints: Vec<&str> = accepted
+        .iter()
+        .map(|d| d.entry.client_id.as_str())
+        .collect();
+    let names = app.client_names.names(&app.db, &fingerprints).await?;
+    let rows: Vec<crate::messages::Named> = accepted
+        .iter()
+        .zip(&names)
+        .map(|(d, n)| crate::messages::Named {
+            delivery: d,
+            client_name: n,
+        })
+        .collect();
+    if let Err(e) = crate::messages::upsert_delivered(&app.db, &rows).await {
         app.metrics.db_errors.inc();
         return Err(e.into());
     }
@@ -187,7 +200,18 @@ async fn failed(
     for f in &mut batch.messages {
         sanitize(&mut f.delivery);
     }
-    crate::messages::upsert_failed(&app.db, &batch.messages).await?;
+    let fingerprints: Vec<&str> = batch
+        .messages
+        .iter()
+        .map(|f| f.delivery.entry.client_id.as_str())
+        .collect();
+    let names = app.client_names.names(&app.db, &fingerprints).await?;
+    let rows: Vec<(&mb_shared::internal::Failure, &str)> = batch
+        .messages
+        .iter()
+        .zip(names.iter().map(String::as_str))
+        .collect();
+    crate::messages::upsert_failed(&app.db, &rows).await?;
     app.metrics.failed.inc_by(batch.messages.len() as u64);
     for f in &batch.messages {
         tracing::warn!(message_id = %f.delivery.entry.message_id, attempts = f.delivery.attempt, error = %f.error, "message failed");

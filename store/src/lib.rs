@@ -1,13 +1,19 @@
 //! mb-store: the HTTPS service that owns MySQL. It serves the internal API that deliver
 //! workers write through (batch idempotent upsert, mark failed, status) and ingest polls (the
-//! access list), the administrators' `/admin` API (certificates, through [`mb_pki`]), and the
-//! CRL; it applies the schema migrations at startup.
+//! access list), the portal's `/api` (sign-in, a person's messages, decrypted for them only),
+//! the administrators' `/admin` API (certificates through [`mb_pki`], users, queues, dead
+//! letters, audit log), and the CRL; it applies the schema migrations at startup.
 
 mod access;
 mod admin;
+mod api;
+mod auth;
+mod clients;
 pub mod config;
 mod error;
 mod internal;
+mod jwt;
+mod listing;
 mod messages;
 mod metrics;
 
@@ -15,20 +21,29 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
 use mb_db::Db;
+use mb_db::users::Throttle;
 use mb_pki::authorities::Authorities;
-use mb_shared::crypto::Keyring;
+use mb_shared::crypto::{HmacKey, Keyring};
 use mb_shared::domains::Domains;
 use mb_shared::server::body::{BodyLimit, read_body};
-use mb_shared::server::{Limits, ListenerMetrics, MtlsListener};
+use mb_shared::server::{HttpsListener, Limits, ListenerMetrics};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Shared state of the store's handlers.
 pub(crate) struct AppState {
+    /// The primary: every write, and reads that must see the latest writes.
     pub(crate) db: Db,
+    /// Where the portal's lists and details are read (the primary here).
+    pub(crate) reads: Db,
+    pub(crate) redis: redis::aio::ConnectionManager,
     pub(crate) cas: Authorities,
     pub(crate) access: access::AccessCache,
+    pub(crate) client_names: clients::ClientNames,
     pub(crate) keyring: Keyring,
+    pub(crate) hmac: HmacKey,
+    pub(crate) jwt: jwt::Jwt,
+    pub(crate) throttle: Throttle,
     pub(crate) domains: Domains,
     pub(crate) metrics: metrics::Metrics,
 }
@@ -63,12 +78,23 @@ impl Service {
         let listener_metrics = mb_shared::server::ListenerMetrics::register(
             registry.sub_registry_with_prefix("mb_store"),
         );
+        let throttle = Throttle {
+            max_user_failures: cfg.login.max_user_failures,
+            max_address_failures: cfg.login.max_address_failures,
+            lockout: cfg.login.lockout,
+        };
         Ok(Self {
             state: Arc::new(AppState {
+                reads: db.clone(),
                 db,
+                redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
                 cas,
                 access: Default::default(),
+                client_names: Default::default(),
                 keyring,
+                hmac: HmacKey::load(&cfg.hmac_key)?,
+                jwt: jwt::Jwt::load(&cfg.jwt_key, cfg.session_ttl)?,
+                throttle,
                 domains,
                 metrics,
             }),
@@ -102,6 +128,7 @@ fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> R
         .route("/healthz", get(|| async { "ok" }))
         .route("/crl", get(access::crl))
         .merge(admin::router())
+        .merge(api::router())
         .layer(body(ADMIN_BODY_BYTES))
         .merge(internal::router().layer(body(INTERNAL_BODY_BYTES)))
         // The body middleware enforces the limits; extractors take what it read.
@@ -126,7 +153,7 @@ pub async fn run(
         &service.listener_metrics,
     );
     tracing::info!(addr = %listener.local_addr()?, "store listening");
-    MtlsListener {
+    HttpsListener {
         tcp: listener,
         tls,
         anchors: service.anchors,

@@ -13,8 +13,15 @@ use mysql_async::{Params, Value};
 /// Rows per INSERT statement; keeps statements well under max_allowed_packet.
 const ROWS_PER_STATEMENT: usize = 500;
 
-const COLUMNS: &str = "(message_id, client_id, domain, sender_hash, sender_mask, body_ciphertext, \
-     key_id, status, attempt_count, last_error, submitted_at, queued_at, delivered_at)";
+const COLUMNS: &str = "(message_id, client_id, client_name, domain, sender_hash, sender_mask, \
+     body_ciphertext, key_id, status, attempt_count, last_error, submitted_at, queued_at, \
+     delivered_at)";
+
+/// A message to write, with its client's name.
+pub(crate) struct Named<'a> {
+    pub(crate) delivery: &'a Delivery,
+    pub(crate) client_name: &'a str,
+}
 
 /// Prepared statements cached per connection: batches come in every size from 1 to
 /// `ROWS_PER_STATEMENT`, and caching each size's INSERT (delivered and failed) saves a prepare
@@ -24,7 +31,7 @@ pub(crate) const STATEMENT_CACHE: usize = 2 * ROWS_PER_STATEMENT + 16;
 /// Upserts delivered messages. Rows that exist keep their first `delivered_at`.
 pub(crate) async fn upsert_delivered(
     db: &Db,
-    rows: &[&Delivery],
+    rows: &[Named<'_>],
 ) -> Result<(), mysql_async::Error> {
     let mut conn = db.pool().get_conn().await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -35,9 +42,9 @@ pub(crate) async fn upsert_delivered(
                  delivered_at = COALESCE(delivered_at, VALUES(delivered_at))",
             placeholders(chunk.len(), "'delivered'", "NULL", "UTC_TIMESTAMP(3)")
         );
-        let mut params = Vec::with_capacity(chunk.len() * 10);
-        for d in chunk {
-            push_row(&mut params, d, None);
+        let mut params = Vec::with_capacity(chunk.len() * 11);
+        for r in chunk {
+            push_row(&mut params, r, None);
         }
         conn.exec_drop(sql, Params::Positional(params)).await?;
     }
@@ -45,7 +52,10 @@ pub(crate) async fn upsert_delivered(
 }
 
 /// Records dead-lettered messages as `failed`, unless a delivery already stored them.
-pub(crate) async fn upsert_failed(db: &Db, rows: &[Failure]) -> Result<(), mysql_async::Error> {
+pub(crate) async fn upsert_failed(
+    db: &Db,
+    rows: &[(&Failure, &str)],
+) -> Result<(), mysql_async::Error> {
     let mut conn = db.pool().get_conn().await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -55,9 +65,13 @@ pub(crate) async fn upsert_failed(db: &Db, rows: &[Failure]) -> Result<(), mysql
                  attempt_count = GREATEST(attempt_count, VALUES(attempt_count))",
             placeholders(chunk.len(), "'failed'", "?", "NULL")
         );
-        let mut params = Vec::with_capacity(chunk.len() * 11);
-        for f in chunk {
-            push_row(&mut params, &f.delivery, Some(&f.error));
+        let mut params = Vec::with_capacity(chunk.len() * 12);
+        for (f, client_name) in chunk {
+            let row = Named {
+                delivery: &f.delivery,
+                client_name,
+            };
+            push_row(&mut params, &row, Some(&f.error));
         }
         conn.exec_drop(sql, Params::Positional(params)).await?;
     }
@@ -108,15 +122,17 @@ pub(crate) async fn status(
 
 /// `(?, …, <status>, ?, <error>, ?, ?, <delivered_at>)` repeated `n` times.
 fn placeholders(n: usize, status: &str, error: &str, delivered_at: &str) -> String {
-    let one = format!("(?, ?, ?, ?, ?, ?, ?, {status}, ?, {error}, ?, ?, {delivered_at})");
+    let one = format!("(?, ?, ?, ?, ?, ?, ?, ?, {status}, ?, {error}, ?, ?, {delivered_at})");
     vec![one; n].join(", ")
 }
 
 /// One row's parameters; `error` is bound only for failed rows (their `last_error` is a `?`).
-fn push_row(params: &mut Vec<Value>, d: &Delivery, error: Option<&str>) {
+fn push_row(params: &mut Vec<Value>, r: &Named<'_>, error: Option<&str>) {
+    let d = r.delivery;
     let e = &d.entry;
     params.push(e.message_id.to_string().into());
     params.push(e.client_id.as_str().into());
+    params.push(r.client_name.into());
     params.push(e.domain.as_str().into());
     params.push(e.sender_hash.as_str().into());
     params.push(e.sender_mask.as_str().into());
@@ -143,10 +159,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholder_rows_have_ten_parameters() {
+    fn placeholder_rows_have_eleven_parameters() {
         let p = placeholders(2, "'delivered'", "NULL", "UTC_TIMESTAMP(3)");
-        assert_eq!(p.matches('?').count(), 20);
+        assert_eq!(p.matches('?').count(), 22);
         let p = placeholders(1, "'failed'", "?", "NULL");
-        assert_eq!(p.matches('?').count(), 11);
+        assert_eq!(p.matches('?').count(), 12);
     }
 }

@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CertLabels {
     pub(crate) cn: String,
     pub(crate) serial: String,
@@ -24,6 +29,8 @@ pub(crate) struct Metrics {
     pub(crate) failed: Counter,
     pub(crate) batch_seconds: Histogram,
     pub(crate) db_errors: Counter,
+    /// Portal sign-ins by outcome (`ok`, `refused`, `locked`, `disabled`).
+    pub(crate) logins: Family<OutcomeLabel, Counter>,
     /// Expiry (Unix seconds) of every active certificate the CA issued.
     pub(crate) cert_expiry: Family<CertLabels, Gauge>,
 }
@@ -38,6 +45,7 @@ impl Metrics {
             failed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             db_errors: Counter::default(),
+            logins: Family::default(),
             cert_expiry: Family::default(),
         };
         root.register(
@@ -72,6 +80,7 @@ impl Metrics {
             m.batch_seconds.clone(),
         );
         r.register("db_errors", "Database errors", m.db_errors.clone());
+        r.register("logins", "Portal sign-ins by outcome", m.logins.clone());
         m
     }
 }

@@ -85,7 +85,7 @@ impl Stack {
             store_metrics: crate::free_port(),
             ingest_metrics: crate::free_port(),
         };
-        write_store_config(&h, &ports, &db.url(), &opts);
+        write_store_config(&h, &ports, &db.url(), &redis.url(), &opts);
         write_ingest_config(&h, &ports, &redis.url(), &opts);
         let service = |name: &str, bin: &str| {
             Proc::new(
@@ -377,7 +377,7 @@ fn init_home(opts: &StackOptions) -> tempfile::TempDir {
     home
 }
 
-fn write_store_config(h: &Path, ports: &Ports, db_url: &str, opts: &StackOptions) {
+fn write_store_config(h: &Path, ports: &Ports, db_url: &str, redis_url: &str, opts: &StackOptions) {
     let keyring = if opts.separate_store_keyring {
         "store-keyring.json"
     } else {
@@ -388,7 +388,8 @@ fn write_store_config(h: &Path, ports: &Ports, db_url: &str, opts: &StackOptions
         &format!(
             "listen: 127.0.0.1:{}\nmetrics_listen: 127.0.0.1:{}\nmysql_url: {db_url}\n\
              tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
-             keyring: {h}/secrets/{keyring}\ndomains_file: {h}/domains.yaml\n\
+             keyring: {h}/secrets/{keyring}\nhmac_key: {h}/secrets/hmac.key\njwt_key: {h}/secrets/jwt.key\n\
+             domains_file: {h}/domains.yaml\nredis_url: {redis_url}\n\
              ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{}",
             ports.store,
             ports.store_metrics,

@@ -35,6 +35,10 @@ use tower::ServiceExt;
 /// every request as an extension.
 pub type Peer = Arc<Result<PeerIdentity, String>>;
 
+/// The address a request's connection came from. Attached to every request as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
 /// How long a connection the watchdog closes may take to close gracefully.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long an open connection may take to finish its requests once shutdown began.
@@ -127,7 +131,7 @@ pub(crate) async fn handle(a: Accepted) {
         inner: stream,
         activity: activity.clone(),
     });
-    let svc = service(app, peer, activity.clone());
+    let svc = service(app, peer, RemoteAddr(remote), activity.clone());
     let builder = if h2 { &shared.h2 } else { &shared.h1 };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -189,6 +193,7 @@ async fn handshake(
 fn service(
     app: Router,
     peer: Peer,
+    remote: RemoteAddr,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -200,6 +205,7 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(remote);
         let in_flight = activity.begin();
         let response = app.clone().oneshot(req);
         async move {

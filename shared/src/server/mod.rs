@@ -1,6 +1,6 @@
 //! The HTTPS listener shared by every mb service (ingest, store, portal).
 //!
-//! [`MtlsListener::serve`] is the accept loop: it caps open connections and TLS handshakes in
+//! [`HttpsListener::serve`] is the accept loop: it caps open connections and TLS handshakes in
 //! flight (a connection over either cap is closed at once and counted), and hands each accepted
 //! socket to [`connection::handle`], which bounds the handshake, identifies the peer from its
 //! client certificate, and serves the protocol ALPN chose (HTTP/2 or HTTP/1.1, nothing else)
@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use connection::{Peer, peer_identity};
+pub use connection::{Peer, RemoteAddr, peer_identity};
 
 /// How long open connections may take to finish their requests after shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -194,8 +194,9 @@ impl ListenerMetrics {
     }
 }
 
-/// A bound TCP listener with everything needed to serve mutual-TLS HTTPS on it.
-pub struct MtlsListener {
+/// A bound TCP listener with everything needed to serve HTTPS on it: with client certificates
+/// required (ingest, store) or not (the portal), as its TLS configuration says.
+pub struct HttpsListener {
     pub tcp: TcpListener,
     /// Swapped when the CRL changes; read once per connection.
     pub tls: Arc<ArcSwap<ServerConfig>>,
@@ -206,7 +207,7 @@ pub struct MtlsListener {
     pub metrics: ListenerMetrics,
 }
 
-impl MtlsListener {
+impl HttpsListener {
     /// Serves `app` until `shutdown` completes, then lets open connections drain.
     pub async fn serve(self, app: Router, shutdown: impl Future<Output = ()>) {
         let max_connections = self.limits.max_connections;
@@ -267,7 +268,7 @@ impl MtlsListener {
     }
 }
 
-/// The CA certificates in `paths` (PEM files), as [`MtlsListener::anchors`].
+/// The CA certificates in `paths` (PEM files), as [`HttpsListener::anchors`].
 pub fn load_anchors(
     paths: &[&Path],
 ) -> Result<Arc<[CertificateDer<'static>]>, crate::tls::TlsError> {
