@@ -4,6 +4,7 @@
 //! administrative change writes to, and the portal's users and sessions ([`users`]). The
 //! queries of one program live with that program.
 
+pub mod listing;
 pub mod messages;
 pub mod users;
 

@@ -1,6 +1,6 @@
 //! The command line: global options (where the state, Redis and MySQL are) and the verbs.
 
-use crate::{ca, cert, config, dead, init, user};
+use crate::{ca, cert, config, dead, init, seed, user};
 use clap::{Parser, Subcommand};
 use mb_db::Db;
 use mb_pki::authorities::Authorities;
@@ -46,6 +46,8 @@ pub enum Command {
     /// Portal users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Fill `messages` with made-up rows, for load tests of the portal.
+    Seed(seed::SeedArgs),
     /// Read the services' config files as they read them.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -114,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dead(cmd) => dead::run(&cli, cmd).await,
         Command::Config(cmd) => config::run(cmd),
         Command::User(cmd) => user::run(&cli, cmd).await,
+        Command::Seed(args) => seed::run(&cli, args).await,
         Command::Migrate => {
             let db = cli.db()?;
             let applied = db.migrate().await;

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod dead;
 mod init;
+mod seed;
 mod streams;
 mod user;
 

@@ -13,10 +13,10 @@ use crate::AppState;
 use crate::auth::{Portal, PortalUser};
 use crate::error::ApiError;
 use crate::jwt::{Claims, now_secs};
-use crate::listing::{self, ListIn, Row};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mb_db::listing::{self, ListIn, Row};
 use mb_db::users::{self, Login, User};
 use mb_shared::api::{
     LoginIn, LoginOut, MessageDetail, MessagePage, MessageView, RedisState, SessionUser,

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use mb_db::listing::Visibility;
 use mb_db::users::{User, UserScope};
 use mb_pki::lifecycle::{self as certs, Scope};
 use mb_shared::domains::Domain;
@@ -73,16 +74,6 @@ impl FromRequestParts<Arc<AppState>> for PortalUser {
             .ok_or_else(ended)?;
         Ok(PortalUser { user, session })
     }
-}
-
-/// What a portal user may read.
-pub(crate) enum Visibility {
-    /// One client's messages (role `user`).
-    Client { domain: String, client: String },
-    /// A domain's (role `admin`).
-    Domain(String),
-    /// Everything (role `superadmin`).
-    All,
 }
 
 impl PortalUser {

@@ -13,7 +13,6 @@ pub mod config;
 mod error;
 mod internal;
 mod jwt;
-mod listing;
 mod messages;
 mod metrics;
 

@@ -15,11 +15,13 @@ pub struct ApiClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// What came back: status, headers and the body parsed as JSON (Null when it is not JSON).
+/// What came back: status, headers, the body as text and parsed as JSON (Null when it is not
+/// JSON).
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: hyper::HeaderMap,
+    pub text: String,
     pub json: serde_json::Value,
 }
 
@@ -86,6 +88,7 @@ impl ApiClient {
         Ok(Answer {
             status,
             headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
             json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         })
     }

@@ -11,6 +11,7 @@ pub mod readme;
 pub mod redis_server;
 pub mod stack;
 pub mod testdb;
+pub mod web;
 
 pub use client::ApiClient;
 pub use stack::{Stack, StackOptions};

@@ -29,6 +29,8 @@ pub struct StackOptions {
     /// Extra YAML lines for ingest's and the store's configs (e.g. a `limits:` block).
     pub ingest_extra: &'static str,
     pub store_extra: &'static str,
+    /// Start mb-portal too.
+    pub start_portal: bool,
 }
 
 impl Default for StackOptions {
@@ -44,6 +46,7 @@ impl Default for StackOptions {
             other_org_own_ca: false,
             ingest_extra: "",
             store_extra: "",
+            start_portal: false,
         }
     }
 }
@@ -54,6 +57,9 @@ pub struct Stack {
     pub db: TestDb,
     pub store: Proc,
     pub ingest: Proc,
+    /// mb-portal, when `start_portal` (not started otherwise).
+    pub portal: Proc,
+    pub portal_port: u16,
     pub delivers: Vec<Proc>,
     pub ingest_port: u16,
     pub store_port: u16,
@@ -69,6 +75,7 @@ pub struct Stack {
 struct Ports {
     store: u16,
     ingest: u16,
+    portal: u16,
     store_metrics: u16,
     ingest_metrics: u16,
 }
@@ -82,11 +89,13 @@ impl Stack {
         let ports = Ports {
             store: crate::free_port(),
             ingest: crate::free_port(),
+            portal: crate::free_port(),
             store_metrics: crate::free_port(),
             ingest_metrics: crate::free_port(),
         };
         write_store_config(&h, &ports, &db.url(), &redis.url(), &opts);
         write_ingest_config(&h, &ports, &redis.url(), &opts);
+        write_portal_config(&h, &ports);
         let service = |name: &str, bin: &str| {
             Proc::new(
                 name,
@@ -101,6 +110,8 @@ impl Stack {
         let mut stack = Self {
             store: service("store", "mb-store"),
             ingest: service("ingest", "mb-ingest"),
+            portal: service("portal", "mb-portal"),
+            portal_port: ports.portal,
             delivers: Vec::new(),
             opts: opts.clone(),
             redis,
@@ -119,7 +130,48 @@ impl Stack {
         if opts.start_deliver {
             stack.start_deliver().await;
         }
+        if opts.start_portal {
+            stack.portal.start();
+            wait_for(&mut stack.portal, ports.portal).await;
+        }
         stack
+    }
+
+    pub fn portal_url(&self) -> String {
+        format!("https://localhost:{}", self.portal_port)
+    }
+
+    /// A cookie-keeping HTTP client of the portal (no client certificate, as a browser).
+    pub fn web(&self) -> crate::web::Web {
+        crate::web::Web::new(&self.portal_url(), &self.home().join("certs/ca.crt"))
+    }
+
+    /// Creates a portal user with `mbctl user add`; `client` and `domain` as the role needs.
+    pub fn add_user(
+        &self,
+        name: &str,
+        role: &str,
+        client: Option<&str>,
+        domain: Option<&str>,
+        password: &str,
+    ) {
+        let file = self.home().join(format!("pw-{name}"));
+        std::fs::write(&file, password).expect("password file");
+        let mut args = vec!["user", "add", name, "--role", role, "--password-file"];
+        let file_arg = file.display().to_string();
+        args.push(&file_arg);
+        if let Some(c) = client {
+            args.extend(["--client", c]);
+        }
+        if let Some(d) = domain {
+            args.extend(["--domain", d]);
+        }
+        let out = self.mbctl(&args);
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn home(&self) -> &Path {
@@ -329,7 +381,7 @@ impl Stack {
 
     /// Everything every service logged so far.
     pub fn all_logs(&self) -> String {
-        let mut s = self.store.log_text() + &self.ingest.log_text();
+        let mut s = self.store.log_text() + &self.ingest.log_text() + &self.portal.log_text();
         for d in &self.delivers {
             s += &d.log_text();
         }
@@ -394,6 +446,21 @@ fn write_store_config(h: &Path, ports: &Ports, db_url: &str, redis_url: &str, op
             ports.store,
             ports.store_metrics,
             opts.store_extra,
+            h = h.display()
+        ),
+    );
+}
+
+fn write_portal_config(h: &Path, ports: &Ports) {
+    write(
+        &h.join("portal.yaml"),
+        &format!(
+            "listen: 127.0.0.1:{}\nmetrics_listen: 127.0.0.1:{}\nstore_url: https://localhost:{}\n\
+             tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/portal.crt\n  key: {h}/certs/services/portal.key\n\
+             csrf_key: {h}/secrets/csrf.key\n",
+            ports.portal,
+            crate::free_port(),
+            ports.store,
             h = h.display()
         ),
     );

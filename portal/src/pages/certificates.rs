@@ -125,7 +125,7 @@ fn row(s: &Session, c: &CertificateRecord) -> Markup {
             td { span class={"badge cert-" (c.status)} { (c.status) } }
             td.mono { (c.serial.get(..16).unwrap_or(&c.serial)) "…" }
             td { (time(&c.not_after)) }
-            td.num class=[(active && c.days_left < WARN_DAYS).then_some("warn")] {
+            td.num.warn[active && c.days_left < WARN_DAYS] {
                 (c.days_left)
                 @if active && c.days_left < WARN_DAYS { " ⚠" }
             }

@@ -71,7 +71,7 @@ fn domain_card(d: &DomainStats) -> Markup {
                 dt { "Backlog" } dd { (d.backlog) }
                 dt { "Pending" } dd { (d.pending) }
                 dt { "Oldest pending" } dd { (d.oldest_pending_ms.map(age).unwrap_or_else(|| "—".into())) }
-                dt { "Dead letters" } dd class=[(d.dead_letters > 0).then_some("warn")] { (d.dead_letters) }
+                dt { "Dead letters" } dd.warn[d.dead_letters > 0] { (d.dead_letters) }
                 dt { "Delivered, last minute" } dd { (d.delivered_last_minute) }
                 dt { "Delivered, last hour" } dd { (d.delivered_last_hour) }
             }

@@ -1,4 +1,5 @@
-//! The portal's message list and detail, in SQL.
+//! The portal's message list and detail, in SQL (built here, run by mb-store; the end-to-end
+//! tests `EXPLAIN` the very same statements).
 //!
 //! Newest first, keyset-paginated on `message_id`: a message id is a UUIDv7, whose first 48
 //! bits are its millisecond timestamp, so the id order is the submission order, a date range
@@ -9,7 +10,6 @@
 //! next page exists; no `COUNT(*)`. Every value is a parameter; the sender number is HMAC'd
 //! before it is compared, never matched with `LIKE`.
 
-use crate::auth::Visibility;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mb_shared::crypto::HmacKey;
@@ -18,34 +18,45 @@ use mb_shared::status::MessageStatus;
 use mysql_async::Value;
 use mysql_async::prelude::FromRow;
 
+/// What a portal user may read.
+#[derive(Debug, Clone)]
+pub enum Visibility {
+    /// One client's messages (role `user`).
+    Client { domain: String, client: String },
+    /// A domain's (role `admin`).
+    Domain(String),
+    /// Everything (role `superadmin`).
+    All,
+}
+
 /// The filters of the list as the caller gave them (query parameters, all optional).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ListIn {
+pub struct ListIn {
     /// First day (`YYYY-MM-DD`, UTC) or instant (RFC 3339) included.
-    pub(crate) from: Option<String>,
+    pub from: Option<String>,
     /// Last day included, or instant excluded.
-    pub(crate) to: Option<String>,
+    pub to: Option<String>,
     /// Comma-separated statuses.
-    pub(crate) status: Option<String>,
+    pub status: Option<String>,
     /// A sender number (E.164); compared by its HMAC.
-    pub(crate) sender: Option<String>,
+    pub sender: Option<String>,
     /// One message id.
-    pub(crate) id: Option<String>,
+    pub id: Option<String>,
     /// A client name (administrators).
-    pub(crate) client: Option<String>,
-    pub(crate) min_attempts: Option<u32>,
-    pub(crate) cursor: Option<String>,
-    pub(crate) limit: Option<u32>,
+    pub client: Option<String>,
+    pub min_attempts: Option<u32>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
 }
 
 /// Largest page.
-pub(crate) const MAX_LIMIT: u32 = 200;
+pub const MAX_LIMIT: u32 = 200;
 const DEFAULT_LIMIT: u32 = 50;
 
 /// The checked filters.
 #[derive(Debug, PartialEq)]
-pub(crate) struct Filter {
+pub struct Filter {
     /// `message_id >= from_id`
     from_id: Option<String>,
     /// `message_id < to_id`
@@ -57,12 +68,12 @@ pub(crate) struct Filter {
     min_attempts: Option<u32>,
     /// `message_id < before` (the cursor).
     before: Option<String>,
-    pub(crate) limit: u32,
+    pub limit: u32,
 }
 
 impl ListIn {
     /// Checks every filter; names each one that is wrong.
-    pub(crate) fn check(self, hmac: &HmacKey) -> Result<Filter, FieldErrors> {
+    pub fn check(self, hmac: &HmacKey) -> Result<Filter, FieldErrors> {
         let mut errors = FieldErrors::new();
         let mut bad = |field: &str, msg: &str| {
             errors.insert(field.to_owned(), msg.to_owned());
@@ -151,29 +162,29 @@ fn scope(v: &Visibility, params: &mut Vec<Value>) -> &'static str {
 }
 
 /// Columns of a listed or shown message.
-pub(crate) const COLUMNS: &str = "message_id, client_name, domain, sender_mask, body_ciphertext, \
+pub const COLUMNS: &str = "message_id, client_name, domain, sender_mask, body_ciphertext, \
      status, attempt_count, last_error, \
      CAST(UNIX_TIMESTAMP(queued_at) * 1000 AS SIGNED) AS queued_ms, \
      CAST(UNIX_TIMESTAMP(delivered_at) * 1000 AS SIGNED) AS delivered_ms, \
      CAST(UNIX_TIMESTAMP(updated_at) * 1000 AS SIGNED) AS updated_ms";
 
 #[derive(Debug, FromRow)]
-pub(crate) struct Row {
-    pub(crate) message_id: String,
-    pub(crate) client_name: String,
-    pub(crate) domain: String,
-    pub(crate) sender_mask: String,
-    pub(crate) body_ciphertext: String,
-    pub(crate) status: MessageStatus,
-    pub(crate) attempt_count: u32,
-    pub(crate) last_error: Option<String>,
-    pub(crate) queued_ms: i64,
-    pub(crate) delivered_ms: Option<i64>,
-    pub(crate) updated_ms: i64,
+pub struct Row {
+    pub message_id: String,
+    pub client_name: String,
+    pub domain: String,
+    pub sender_mask: String,
+    pub body_ciphertext: String,
+    pub status: MessageStatus,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    pub queued_ms: i64,
+    pub delivered_ms: Option<i64>,
+    pub updated_ms: i64,
 }
 
 /// The list query: SQL and parameters.
-pub(crate) fn list_query(v: &Visibility, f: &Filter) -> (String, Vec<Value>) {
+pub fn list_query(v: &Visibility, f: &Filter) -> (String, Vec<Value>) {
     let mut params = Vec::new();
     let mut sql = format!(
         "SELECT {COLUMNS} FROM messages WHERE {}",
@@ -220,7 +231,7 @@ pub(crate) fn list_query(v: &Visibility, f: &Filter) -> (String, Vec<Value>) {
 }
 
 /// The detail query of one message, scoped the same way.
-pub(crate) fn detail_query(v: &Visibility, id: &MessageId) -> (String, Vec<Value>) {
+pub fn detail_query(v: &Visibility, id: &MessageId) -> (String, Vec<Value>) {
     let mut params = Vec::new();
     let sql = format!(
         "SELECT {COLUMNS} FROM messages WHERE {} AND message_id = ?",
@@ -230,7 +241,7 @@ pub(crate) fn detail_query(v: &Visibility, id: &MessageId) -> (String, Vec<Value
     (sql, params)
 }
 
-pub(crate) fn encode_cursor(message_id: &str) -> Option<String> {
+pub fn encode_cursor(message_id: &str) -> Option<String> {
     MessageId::parse(message_id).map(|id| URL_SAFE_NO_PAD.encode(id.0.as_bytes()))
 }
 
