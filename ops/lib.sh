@@ -8,7 +8,11 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Installs redis-server and mariadb-server with apt when missing (root), or says how.
 ensure_packages() {
-  local missing=()
+  local missing=() want
+  # Extra needs as command=package, e.g. chromedriver=chromium-driver (ops/test's browser).
+  for want in "$@"; do
+    command -v "${want%%=*}" >/dev/null || missing+=("${want#*=}")
+  done
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
