@@ -240,7 +240,7 @@ pub enum Change<'a> {
 }
 
 /// Applies `change` to `username` if they are in `scope`; every change but enabling ends the
-/// user's sessions at once.
+/// user's sessions at once; a new password or enabling lifts a sign-in lock of the user name.
 pub async fn change(
     db: &Db,
     username: &str,
@@ -307,6 +307,15 @@ pub async fn change(
     if !matches!(change, Change::Enable) {
         tx.exec_drop("DELETE FROM sessions WHERE user_id = ?", (id,))
             .await?;
+    }
+    if matches!(change, Change::Enable | Change::Password(_)) {
+        // Whoever locked themselves out and was given a new password (or let in again) may
+        // sign in at once.
+        tx.exec_drop(
+            "DELETE FROM login_failures WHERE scope = 'user' AND subject = ?",
+            (username,),
+        )
+        .await?;
     }
     crate::audit(
         &mut tx,

@@ -1,9 +1,7 @@
 //! `mbctl streams`: the operator's view of the queues, per domain.
 
 use mb_shared::domains::Domain;
-use mb_shared::streams::{self, GROUP};
-use redis::AsyncCommands;
-use redis::streams::StreamInfoGroupsReply;
+use mb_shared::streams;
 
 pub(crate) async fn connect(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     Ok(redis::Client::open(url)?
@@ -40,27 +38,45 @@ async fn domains_with_streams(
 pub async fn show(url: &str) -> anyhow::Result<()> {
     let mut con = connect(url).await?;
     println!(
-        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "DOMAIN", "LENGTH", "PENDING", "LAG", "CONSUMERS", "DEAD"
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "DOMAIN",
+        "BACKLOG",
+        "WAITING",
+        "WAIT AGE",
+        "PENDING",
+        "PEND AGE",
+        "DEAD",
+        "CONSUMERS",
+        "DONE/MIN"
     );
     for domain in domains_with_streams(&mut con).await? {
-        let name = domain.as_str();
-        let key = streams::stream_key(&domain);
-        let len: u64 = con.xlen(&key).await?;
-        let groups: StreamInfoGroupsReply = con.xinfo_groups(&key).await?;
-        let group = groups.groups.iter().find(|g| g.name == GROUP);
-        let dead: u64 = con.xlen(streams::dead_key(&domain)).await?;
+        let st = streams::stats(&mut con, &domain).await?;
         println!(
-            "{:<32} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            name,
-            len,
-            group.map_or(0, |g| g.pending),
-            group
-                .and_then(|g| g.lag)
-                .map_or("-".into(), |l| l.to_string()),
-            group.map_or(0, |g| g.consumers),
-            dead
+            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            st.domain,
+            st.backlog,
+            st.lag,
+            age(st.oldest_waiting_ms),
+            st.pending,
+            age(st.oldest_pending_ms),
+            st.dead_letters,
+            st.consumers.len(),
+            st.delivered_last_minute,
         );
     }
+    println!(
+        "BACKLOG = WAITING (no worker has read them) + PENDING (read, not yet in MySQL); \
+         the AGE columns are the oldest one's"
+    );
     Ok(())
+}
+
+/// `1.2s`, `3m05s`, `-` for none.
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) if ms < 3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        Some(ms) => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
 }

@@ -16,7 +16,7 @@ mod session;
 mod store;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -28,6 +28,7 @@ use mb_shared::server::{HttpsListener, Limits, ListenerMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,11 +39,22 @@ pub(crate) struct AppState {
     pub(crate) downloads: pages::certificates::Downloads,
     pub(crate) download_ttl: Duration,
     pub(crate) responses: Family<StatusLabel, Counter>,
+    pub(crate) page_seconds: Family<PageLabel, Histogram, fn() -> Histogram>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StatusLabel {
     status: u16,
+}
+
+/// A route, as written in the router (`/messages/{id}`), so the label's values are few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PageLabel {
+    route: String,
+}
+
+fn page_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 13))
 }
 
 /// Everything `run` needs, loaded and checked before any listener is bound.
@@ -66,6 +78,13 @@ impl Service {
         let listener_metrics = ListenerMetrics::register(&mut registry);
         let responses = Family::default();
         registry.register("responses", "Portal responses by status", responses.clone());
+        let page_seconds: Family<PageLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(page_histogram);
+        registry.register(
+            "page_seconds",
+            "Time to answer, by route (the store's work included)",
+            page_seconds.clone(),
+        );
         Ok(Self {
             state: Arc::new(AppState {
                 store: store::Store::new(store),
@@ -73,6 +92,7 @@ impl Service {
                 downloads: Default::default(),
                 download_ttl: cfg.download_ttl,
                 responses,
+                page_seconds,
             }),
             tls,
             limits: cfg.limits.clone(),
@@ -147,9 +167,18 @@ async fn script() -> impl IntoResponse {
     )
 }
 
-/// The headers every response carries, and a count by status.
+/// The headers every response carries, a count by status and the time by route.
 async fn security_headers(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
+    app.page_seconds
+        .get_or_create(&PageLabel { route })
+        .observe(started.elapsed().as_secs_f64());
     app.responses
         .get_or_create(&StatusLabel {
             status: resp.status().as_u16(),

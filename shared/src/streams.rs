@@ -249,6 +249,11 @@ pub struct DomainStats {
     pub backlog: u64,
     /// Entries read by a worker and not yet acknowledged.
     pub pending: u64,
+    /// Entries no worker has read yet (the backlog less the pending ones).
+    pub lag: u64,
+    /// Age of the oldest entry no worker has read yet, in milliseconds: how far behind the
+    /// workers are.
+    pub oldest_waiting_ms: Option<u64>,
     /// Age of the oldest pending entry, in milliseconds.
     pub oldest_pending_ms: Option<u64>,
     pub consumers: Vec<ConsumerStats>,
@@ -276,18 +281,38 @@ pub async fn stats<C: redis::aio::ConnectionLike + Send>(
     let (backlog, dead_letters, counts): (u64, u64, Vec<Option<u64>>) =
         pipe.query_async(con).await?;
     let counts: Vec<u64> = counts.into_iter().map(Option::unwrap_or_default).collect();
-    let (pending, oldest_pending_ms, consumers) = match group_state(con, &key, now_ms).await {
+    let group = match group_state(con, &key, now_ms).await {
         Ok(state) => state,
         // No group yet (nothing was ever read), or no stream at all.
-        Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => (0, None, Vec::new()),
+        Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => GroupState {
+            last_delivered: "0-0".into(),
+            ..GroupState::default()
+        },
         Err(e) => return Err(e),
     };
+    // The first entry after the last one handed to a worker is the oldest one waiting.
+    let first_waiting: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg(format!("({}", group.last_delivered))
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(con)
+        .await?;
+    let oldest_waiting_ms = first_waiting
+        .ids
+        .first()
+        .and_then(|e| id_millis(&e.id))
+        .map(|t| now_ms.saturating_sub(t));
     Ok(DomainStats {
         domain: domain.to_string(),
         backlog,
-        pending,
-        oldest_pending_ms,
-        consumers,
+        pending: group.pending,
+        // Acknowledged entries are deleted, so what is in the stream is pending or waiting.
+        lag: backlog.saturating_sub(group.pending),
+        oldest_waiting_ms,
+        oldest_pending_ms: group.oldest_pending_ms,
+        consumers: group.consumers,
         dead_letters,
         // The current minute so far, or the last full one when this one has just begun.
         delivered_last_minute: counts[counts.len() - 1].max(counts[counts.len() - 2]),
@@ -295,28 +320,48 @@ pub async fn stats<C: redis::aio::ConnectionLike + Send>(
     })
 }
 
-/// (pending, age of the oldest pending entry, consumers) of the domain's group.
+/// The milliseconds of a stream entry id (`<ms>-<seq>`).
+fn id_millis(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+#[derive(Default)]
+struct GroupState {
+    pending: u64,
+    oldest_pending_ms: Option<u64>,
+    consumers: Vec<ConsumerStats>,
+    /// The id of the last entry handed to a worker.
+    last_delivered: String,
+}
+
+/// What the domain's consumer group holds.
 async fn group_state<C: redis::aio::ConnectionLike + Send>(
     con: &mut C,
     key: &str,
     now_ms: u64,
-) -> redis::RedisResult<(u64, Option<u64>, Vec<ConsumerStats>)> {
+) -> redis::RedisResult<GroupState> {
     let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
         .arg(key)
         .arg(GROUP)
         .query_async(con)
         .await?;
-    let (pending, oldest) = match summary {
-        redis::streams::StreamPendingReply::Data(d) => {
-            let ms = d
-                .start_id
-                .split('-')
-                .next()
-                .and_then(|t| t.parse::<u64>().ok());
-            (d.count as u64, ms.map(|t| now_ms.saturating_sub(t)))
-        }
+    let (pending, oldest_pending_ms) = match summary {
+        redis::streams::StreamPendingReply::Data(d) => (
+            d.count as u64,
+            id_millis(&d.start_id).map(|t| now_ms.saturating_sub(t)),
+        ),
         _ => (0, None),
     };
+    let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(con)
+        .await?;
+    let last_delivered = groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == GROUP)
+        .map_or_else(|| "0-0".into(), |g| g.last_delivered_id);
     let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(key)
@@ -332,7 +377,12 @@ async fn group_state<C: redis::aio::ConnectionLike + Send>(
             idle_ms: c.idle as u64,
         })
         .collect();
-    Ok((pending, oldest, consumers))
+    Ok(GroupState {
+        pending,
+        oldest_pending_ms,
+        consumers,
+        last_delivered,
+    })
 }
 
 /// Creates the consumer group (and the stream) if missing; an existing group is fine.

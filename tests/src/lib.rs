@@ -12,6 +12,7 @@ pub mod redis_server;
 pub mod stack;
 pub mod testdb;
 pub mod web;
+pub mod webdriver;
 
 pub use client::ApiClient;
 pub use stack::{Stack, StackOptions};

@@ -41,6 +41,10 @@ impl Example {
         self.code
             .replace("localhost:8001", &format!("localhost:{ingest}"))
             .replace("localhost:8000", &format!("localhost:{store}"))
+            .replace(
+                "localhost:8080",
+                &format!("localhost:{}", stack.portal_port),
+            )
             .replace("\"localhost\", 8001", &format!("\"localhost\", {ingest}"))
             .replace("-p 6380", &format!("-p {}", stack.redis.port))
     }

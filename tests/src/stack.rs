@@ -60,6 +60,7 @@ pub struct Stack {
     /// mb-portal, when `start_portal` (not started otherwise).
     pub portal: Proc,
     pub portal_port: u16,
+    pub portal_metrics_port: u16,
     pub delivers: Vec<Proc>,
     pub ingest_port: u16,
     pub store_port: u16,
@@ -76,6 +77,7 @@ struct Ports {
     store: u16,
     ingest: u16,
     portal: u16,
+    portal_metrics: u16,
     store_metrics: u16,
     ingest_metrics: u16,
 }
@@ -90,6 +92,7 @@ impl Stack {
             store: crate::free_port(),
             ingest: crate::free_port(),
             portal: crate::free_port(),
+            portal_metrics: crate::free_port(),
             store_metrics: crate::free_port(),
             ingest_metrics: crate::free_port(),
         };
@@ -112,6 +115,7 @@ impl Stack {
             ingest: service("ingest", "mb-ingest"),
             portal: service("portal", "mb-portal"),
             portal_port: ports.portal,
+            portal_metrics_port: ports.portal_metrics,
             delivers: Vec::new(),
             opts: opts.clone(),
             redis,
@@ -459,7 +463,7 @@ fn write_portal_config(h: &Path, ports: &Ports) {
              tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/portal.crt\n  key: {h}/certs/services/portal.key\n\
              csrf_key: {h}/secrets/csrf.key\n",
             ports.portal,
-            crate::free_port(),
+            ports.portal_metrics,
             ports.store,
             h = h.display()
         ),

@@ -46,6 +46,43 @@ async fn readme_curl_examples_submit_and_read_status_as_written() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn readme_portal_example_signs_in_with_curl_and_lists_the_messages() {
+    let stack = Stack::start(StackOptions {
+        start_portal: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = user_dir(&stack);
+    // What ops/up does: the superadmin `admin`, its password in .local/admin-password (with
+    // the newline a shell's echo leaves).
+    let password = "a password from ops/up";
+    stack.add_user("admin", "superadmin", None, None, password);
+    std::fs::write(stack.home().join("admin-password"), format!("{password}\n")).unwrap();
+    for i in 0..2 {
+        let key = format!("order-{i}");
+        let out = example("submit").run(&stack, dir.path(), |c| c.replace("order-42", &key));
+        assert!(out.status.success());
+    }
+    stack.wait_delivered(2, Duration::from_secs(20)).await;
+    let out = example("portal").run(&stack, dir.path(), |c| c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("303 -> https://localhost:{}/messages", stack.portal_port).as_str(),
+            "2"
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn readme_python_example_submits_with_the_standard_library() {
     let stack = Stack::start(StackOptions::default()).await;
     let dir = user_dir(&stack);

@@ -377,6 +377,27 @@ async fn the_tenth_wrong_password_locks_sign_in_for_a_while_and_the_page_says_so
         .count("SELECT COUNT(*) FROM users WHERE username = 'ua' AND last_login_at IS NOT NULL")
         .await;
     assert_eq!(last_login, 1, "the sign-in is recorded");
+
+    // Locked out again, and given a new password by an operator: in at once.
+    for _ in 1..=10 {
+        assert_eq!(web.sign_in("ua", "wrong password!").await.status, 401);
+    }
+    assert_eq!(web.sign_in("ua", PASSWORD).await.status, 429);
+    let pw = stack.home().join("pw-ua");
+    std::fs::write(&pw, "a brand new password").unwrap();
+    let out = stack.mbctl(&[
+        "user",
+        "passwd",
+        "ua",
+        "--password-file",
+        &pw.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(web.sign_in("ua", "a brand new password").await.status, 303);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,6 +546,15 @@ async fn every_page_carries_the_security_headers_and_the_session_cookie_is_locke
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["referrer-policy"], "no-referrer");
+    }
+    // Every answer is timed by route, and counted by status.
+    let metrics = mb_e2e::scrape(stack.portal_metrics_port).await;
+    for line in [
+        "mb_portal_page_seconds_count{route=\"/messages\"} 1",
+        "mb_portal_page_seconds_count{route=\"/login\"} 3",
+        "mb_portal_responses_total{status=\"303\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
     let page = web.get("/messages").await;
     assert!(
@@ -820,4 +850,119 @@ async fn every_list_query_reads_only_its_page_from_a_descending_index() {
             filter.limit
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_system_view_counts_what_waits_what_is_pending_and_what_was_delivered() {
+    let mut stack = Stack::start(StackOptions {
+        start_deliver: false,
+        start_portal: true,
+        retry_interval: "1s",
+        ..Default::default()
+    })
+    .await;
+    stack.add_user("boss", "superadmin", None, None, PASSWORD);
+    let portal = AsPortal::new(&stack);
+    let token = portal.token("boss").await;
+    let example = |a: &Answer| {
+        a.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["domain"] == "example.com")
+            .cloned()
+            .expect("example.com is listed")
+    };
+    submit(&stack, "demo", "example.com", 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Nobody has read anything: five wait, for at least the time slept.
+    let st = example(&portal.get("/admin/system", &token).await);
+    assert_eq!(
+        (&st["backlog"], &st["lag"], &st["pending"]),
+        (&5.into(), &5.into(), &0.into()),
+        "{st}"
+    );
+    assert!(st["oldest_waiting_ms"].as_u64().unwrap() >= 300, "{st}");
+
+    // A worker that reads two and dies: two pending, held by it, three still waiting.
+    let mut con = stack.redis.connection().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stack.stream_key())
+        .arg("deliver")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("deliver")
+        .arg("gone")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(stack.stream_key())
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let st = example(&portal.get("/admin/system", &token).await);
+    assert_eq!(
+        (&st["backlog"], &st["lag"], &st["pending"]),
+        (&5.into(), &3.into(), &2.into()),
+        "{st}"
+    );
+    assert!(st["oldest_pending_ms"].as_u64().unwrap() >= 300, "{st}");
+    let gone = st["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gone")
+        .cloned()
+        .expect("the reader is listed");
+    assert_eq!(gone["pending"], 2);
+
+    // A worker starts: it reads the three and claims the two; all five are delivered and
+    // counted in the last minute and hour.
+    stack.start_deliver().await;
+    stack.wait_delivered(5, Duration::from_secs(20)).await;
+    let st = eventually(Duration::from_secs(10), "an empty queue", || async {
+        let st = example(&portal.get("/admin/system", &token).await);
+        (st["backlog"] == 0).then_some(st)
+    })
+    .await;
+    assert_eq!(
+        (
+            &st["lag"],
+            &st["pending"],
+            &st["delivered_last_minute"],
+            &st["delivered_last_hour"]
+        ),
+        (&0.into(), &0.into(), &5.into(), &5.into()),
+        "{st}"
+    );
+    assert!(st["oldest_waiting_ms"].is_null() && st["oldest_pending_ms"].is_null());
+
+    // The page shows the same, and `mbctl streams` too.
+    let web = stack.web();
+    web.sign_in("boss", PASSWORD).await;
+    let page = web.get("/admin/system").await.text;
+    assert!(
+        page.contains("Waiting (lag)") && page.contains("gone"),
+        "{page}"
+    );
+    let out = stack.mbctl(&["streams"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("example.com"))
+        .expect("a line for example.com");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    // DOMAIN BACKLOG WAITING WAIT-AGE PENDING PEND-AGE DEAD CONSUMERS DONE/MIN
+    assert_eq!(
+        (cols[1], cols[2], cols[4], cols[8]),
+        ("0", "0", "0", "5"),
+        "{text}"
+    );
 }

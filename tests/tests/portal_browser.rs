@@ -4,9 +4,9 @@
 //! and the audit log; signing out sends `/messages` back to the sign-in page. Every page is
 //! saved as a screenshot in `target/screenshots/` (the main ones are copied into `docs/`).
 
-use fantoccini::{ClientBuilder, Locator};
 use mb_e2e::client::message;
 use mb_e2e::proc::Proc;
+use mb_e2e::webdriver::{Browser, By as Locator};
 use mb_e2e::{Stack, StackOptions, free_port, wait_for_port};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +33,7 @@ async fn chromedriver(home: &std::path::Path) -> (Proc, u16) {
     (p, port)
 }
 
-async fn browser(port: u16, profile: &std::path::Path, extra: &[&str]) -> fantoccini::Client {
+async fn browser(port: u16, profile: &std::path::Path, extra: &[&str]) -> Browser {
     let mut args = vec![
         "--headless=new".to_owned(),
         "--no-sandbox".into(),
@@ -51,25 +51,21 @@ async fn browser(port: u16, profile: &std::path::Path, extra: &[&str]) -> fantoc
         format!("--user-data-dir={}", profile.display()),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let caps: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_value(serde_json::json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
-        }))
-        .unwrap();
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+    });
+    Browser::start(port, caps)
         .await
         .expect("a WebDriver session with Chromium")
 }
 
-async fn shot(c: &fantoccini::Client, name: &str) {
+async fn shot(c: &Browser, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(screenshots().join(format!("{name}.png")), png).expect("write screenshot");
 }
 
-async fn fill(c: &fantoccini::Client, css: &str, text: &str) {
+async fn fill(c: &Browser, css: &str, text: &str) {
     let e = c
         .find(Locator::Css(css))
         .await
@@ -78,7 +74,7 @@ async fn fill(c: &fantoccini::Client, css: &str, text: &str) {
     e.send_keys(text).await.unwrap();
 }
 
-async fn click(c: &fantoccini::Client, css: &str) {
+async fn click(c: &Browser, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
@@ -87,7 +83,7 @@ async fn click(c: &fantoccini::Client, css: &str) {
         .unwrap();
 }
 
-async fn page_text(c: &fantoccini::Client) -> String {
+async fn page_text(c: &Browser) -> String {
     c.find(Locator::Css("main"))
         .await
         .unwrap()
@@ -98,7 +94,7 @@ async fn page_text(c: &fantoccini::Client) -> String {
 
 /// Waits (up to 15 s) for the browser to be on `path`: a click that submits a form returns
 /// before the next page has loaded.
-async fn on_path(c: &fantoccini::Client, path: &str) {
+async fn on_path(c: &Browser, path: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let now = c.current_url().await.unwrap();
@@ -114,7 +110,7 @@ async fn on_path(c: &fantoccini::Client, path: &str) {
 }
 
 /// Waits (up to 15 s) for the page's `main` to contain `needle`; returns its text.
-async fn main_with(c: &fantoccini::Client, needle: &str) -> String {
+async fn main_with(c: &Browser, needle: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let text = match c.find(Locator::Css("main")).await {
@@ -132,7 +128,7 @@ async fn main_with(c: &fantoccini::Client, needle: &str) -> String {
     }
 }
 
-async fn sign_in(c: &fantoccini::Client, base: &str, user: &str) {
+async fn sign_in(c: &Browser, base: &str, user: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
     fill(c, "input[name=username]", user).await;
     fill(c, "input[name=password]", PASSWORD).await;

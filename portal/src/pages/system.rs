@@ -69,6 +69,8 @@ fn domain_card(d: &DomainStats) -> Markup {
             h2 { (d.domain) }
             dl.stats {
                 dt { "Backlog" } dd { (d.backlog) }
+                dt { "Waiting (lag)" } dd { (d.lag) }
+                dt { "Oldest waiting" } dd { (d.oldest_waiting_ms.map(age).unwrap_or_else(|| "—".into())) }
                 dt { "Pending" } dd { (d.pending) }
                 dt { "Oldest pending" } dd { (d.oldest_pending_ms.map(age).unwrap_or_else(|| "—".into())) }
                 dt { "Dead letters" } dd.warn[d.dead_letters > 0] { (d.dead_letters) }
