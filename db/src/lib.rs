@@ -4,6 +4,7 @@
 //! administrative change writes to, and the portal's users and sessions ([`users`]). The
 //! queries of one program live with that program.
 
+pub mod keys;
 pub mod listing;
 pub mod messages;
 pub mod users;
@@ -55,9 +56,58 @@ impl Db {
         Ok(())
     }
 
+    /// Which embedded migrations (`sql/V*.sql`) the database has not applied, read from
+    /// refinery's `refinery_schema_history` (no such table: none applied), for `mbctl doctor`.
+    pub async fn pending_migrations(&self) -> Result<MigrationState, mysql_async::Error> {
+        let embedded = embedded::migrations::runner();
+        let known: Vec<(i64, String)> = embedded
+            .get_migrations()
+            .iter()
+            .map(|m| {
+                (
+                    i64::from(m.version()),
+                    format!("V{}__{}", m.version(), m.name()),
+                )
+            })
+            .collect();
+        let applied: Vec<i64> = match self
+            .pool
+            .get_conn()
+            .await?
+            .query("SELECT CAST(version AS SIGNED) FROM refinery_schema_history")
+            .await
+        {
+            Ok(v) => v,
+            // ER_NO_SUCH_TABLE: never migrated.
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(MigrationState {
+            latest: known.iter().map(|(v, _)| *v).max().unwrap_or(0),
+            latest_applied: applied.iter().copied().max(),
+            pending: known
+                .into_iter()
+                .filter(|(v, _)| !applied.contains(v))
+                .map(|(_, name)| name)
+                .collect(),
+        })
+    }
+
     pub async fn close(&self) {
         let _ = self.pool.clone().disconnect().await;
     }
+}
+
+/// What [`Db::pending_migrations`] found.
+#[derive(Debug, Clone)]
+pub struct MigrationState {
+    /// The highest version embedded in this build (`sql/V<n>__*.sql`).
+    pub latest: i64,
+    /// The highest version the database has applied, if any (above `latest`: a newer build
+    /// migrated it).
+    pub latest_applied: Option<i64>,
+    /// Embedded migrations not applied yet, as `V<n>__<name>`, ascending.
+    pub pending: Vec<String>,
 }
 
 /// One `audit_log` row: who (`mbctl:<user>`, `admin:<CN>`, `user:<name>`) did what to what,

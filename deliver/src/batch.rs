@@ -144,13 +144,19 @@ fn sort(
             .error
             .unwrap_or_else(|| "store refused the message".into());
         match result.outcome {
-            Outcome::Stored => v.stored.push((entry_id, delivery.entry.message_id)),
+            Outcome::Stored => {
+                tracing::debug!(message_id = %delivery.entry.message_id,
+                    request_id = delivery.entry.request_id.as_deref().unwrap_or("-"),
+                    attempt = delivery.attempt, "stored; acknowledging");
+                v.stored.push((entry_id, delivery.entry.message_id));
+            }
             // A configuration mismatch (the store lacks the key id or domain): never a dead
             // letter; it stays pending until the store knows them.
             Outcome::Deferred => {
                 ctx.metrics.deferred.inc();
-                tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
-                    %error, "store cannot take the message yet (configuration mismatch); it stays pending");
+                tracing::warn!(message_id = %delivery.entry.message_id,
+                    request_id = delivery.entry.request_id.as_deref().unwrap_or("-"),
+                    attempt = delivery.attempt, %error, "store cannot take the message yet (configuration mismatch); it stays pending");
             }
             Outcome::Rejected if delivery.attempt >= ctx.max_attempts => {
                 ctx.metrics.rejected.inc();
@@ -158,8 +164,9 @@ fn sort(
             }
             Outcome::Rejected => {
                 ctx.metrics.rejected.inc();
-                tracing::warn!(message_id = %delivery.entry.message_id, attempt = delivery.attempt,
-                    %error, "store refused message; will retry");
+                tracing::warn!(message_id = %delivery.entry.message_id,
+                    request_id = delivery.entry.request_id.as_deref().unwrap_or("-"),
+                    attempt = delivery.attempt, %error, "store refused message; will retry");
             }
         }
     }
@@ -230,8 +237,9 @@ async fn dead_letter(
         fields.push(("failed_at", mb_shared::time::now_rfc3339()));
         fields.push(("source_id", entry_id.clone()));
         move_to_dead(ctx, domain, entry_id, &fields).await?;
-        tracing::warn!(message_id = %entry.message_id, attempts = failure.delivery.attempt,
-            error = %failure.error, "dead-lettered");
+        tracing::warn!(message_id = %entry.message_id,
+            request_id = entry.request_id.as_deref().unwrap_or("-"),
+            attempts = failure.delivery.attempt, error = %failure.error, "dead-lettered");
     }
     Ok(())
 }

@@ -20,11 +20,23 @@ pub struct Config {
     /// The service certificate ingest presents to the store.
     pub(crate) client_tls: TlsFiles,
     pub(crate) keyring: PathBuf,
+    /// How often to look for a changed keyring file (SIGHUP reloads at once).
+    #[serde(
+        default = "mb_shared::config::default_keyring_reload",
+        with = "duration"
+    )]
+    pub(crate) keyring_reload: Duration,
     pub(crate) hmac_key: PathBuf,
     pub(crate) domains_file: PathBuf,
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body")]
     pub(crate) max_body_bytes: usize,
+    /// Most messages in one batch submit.
+    #[serde(default = "default_max_batch_messages")]
+    pub(crate) max_batch_messages: usize,
+    /// Largest batch request body, in bytes.
+    #[serde(default = "default_max_batch_body")]
+    pub(crate) max_batch_body_bytes: usize,
     /// Back-pressure: a domain stream holding this many undelivered entries refuses new ones
     /// with 503 instead of growing without bound (0 = no limit).
     #[serde(default = "default_max_stream_len")]
@@ -59,6 +71,12 @@ fn default_metrics_listen() -> SocketAddr {
 fn default_max_body() -> usize {
     16 * 1024
 }
+fn default_max_batch_messages() -> usize {
+    500
+}
+fn default_max_batch_body() -> usize {
+    4 * 1024 * 1024
+}
 fn default_max_stream_len() -> u64 {
     5_000_000
 }
@@ -83,9 +101,24 @@ impl Validate for Config {
         c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
         c.scheme(&self.store_url, "store_url", &["https"])?;
         c.that(
+            !self.keyring_reload.is_zero(),
+            "keyring_reload",
+            "must be positive",
+        )?;
+        c.that(
             (1024..=1024 * 1024).contains(&self.max_body_bytes),
             "max_body_bytes",
             "must be between 1024 and 1048576",
+        )?;
+        c.that(
+            (1..=10_000).contains(&self.max_batch_messages),
+            "max_batch_messages",
+            "must be between 1 and 10000",
+        )?;
+        c.that(
+            (self.max_body_bytes..=256 * 1024 * 1024).contains(&self.max_batch_body_bytes),
+            "max_batch_body_bytes",
+            "must be at least max_body_bytes and at most 268435456",
         )?;
         c.that(
             self.idempotency_ttl >= Duration::from_secs(1),

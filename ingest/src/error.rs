@@ -24,6 +24,8 @@ pub(crate) enum ApiError {
     IdempotencyConflict,
     #[error("stream full")]
     QueueFull,
+    #[error("too many messages in a batch")]
+    BatchTooLarge { max: usize },
     #[error("access list not loaded")]
     AccessListNotLoaded,
     #[error("certificate unknown and the access list cannot be refreshed")]
@@ -52,6 +54,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull
             | ApiError::AccessListNotLoaded
@@ -81,6 +84,16 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// The error as one message's result in a batch answer.
+    pub(crate) fn detail(self) -> mb_shared::error_body::ErrorDetail {
+        let (code, message, fields) = self.describe();
+        mb_shared::error_body::ErrorDetail {
+            code: code.to_owned(),
+            message,
+            fields,
+        }
+    }
+
     /// The body's `code`, `message` and `fields`. Internal failures are logged here with their
     /// text and described to the client in general terms.
     fn describe(self) -> (&'static str, String, FieldErrors) {
@@ -131,6 +144,11 @@ impl ApiError {
                  asked for a newer one right now; retry later"
                     .to_owned(),
                 FieldErrors::new(),
+            ),
+            ApiError::BatchTooLarge { max } => (
+                "batch_too_large",
+                format!("a batch holds at most {max} messages; split it"),
+                [("messages".to_owned(), format!("at most {max} messages"))].into(),
             ),
             ApiError::QueueFull => (
                 "queue_full",

@@ -3,6 +3,7 @@
 
 mod access;
 mod backlog;
+mod batch;
 mod caller;
 pub mod config;
 mod error;
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use mb_shared::crypto::{HmacKey, Keyring};
+use mb_shared::crypto::{HmacKey, LiveKeyring};
 use mb_shared::domains::Domains;
 use mb_shared::internal::InternalClient;
 use mb_shared::server::HttpsListener;
@@ -26,13 +27,15 @@ pub(crate) struct AppState {
     pub(crate) redis: redis::aio::ConnectionManager,
     pub(crate) submit_script: redis::Script,
     pub(crate) store: InternalClient,
-    pub(crate) keyring: Keyring,
+    pub(crate) keyring: Arc<LiveKeyring>,
     pub(crate) hmac: HmacKey,
     pub(crate) domains: Domains,
     /// Subject DN of each domain's own CA → that domain.
     pub(crate) ca_domains: std::collections::HashMap<Vec<u8>, mb_shared::domains::Domain>,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_batch_messages: usize,
+    pub(crate) max_batch_body_bytes: usize,
     pub(crate) backlog: backlog::Backlog,
     /// Who may submit, and the TLS configuration that goes with it.
     pub(crate) access: access::AccessControl,
@@ -48,6 +51,7 @@ pub struct Service {
     pub(crate) limits: mb_shared::server::Limits,
     pub(crate) listener_metrics: mb_shared::server::ListenerMetrics,
     pub(crate) revocation_poll: std::time::Duration,
+    pub(crate) keyring_reload: std::time::Duration,
     pub(crate) registry: prometheus_client::registry::Registry,
 }
 
@@ -71,7 +75,7 @@ impl Service {
             redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
             submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
             store: store.clone(),
-            keyring: Keyring::load(&cfg.keyring)?,
+            keyring: Arc::new(LiveKeyring::load(&cfg.keyring)?),
             hmac: HmacKey::load(&cfg.hmac_key)?,
             backlog: backlog::Backlog::new(&domains, cfg.max_stream_len),
             access: access::AccessControl::new(
@@ -85,6 +89,8 @@ impl Service {
             ca_domains,
             metrics,
             max_body_bytes: cfg.max_body_bytes,
+            max_batch_messages: cfg.max_batch_messages,
+            max_batch_body_bytes: cfg.max_batch_body_bytes,
             idempotency_ttl_secs: cfg.idempotency_ttl.as_secs(),
         };
         Ok(Self {
@@ -93,6 +99,7 @@ impl Service {
             limits: cfg.limits.clone(),
             listener_metrics,
             revocation_poll: cfg.revocation_poll,
+            keyring_reload: cfg.keyring_reload,
             registry,
         })
     }
@@ -135,13 +142,27 @@ fn domain_ca_subjects(
 }
 
 pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
+    let batch_body = BodyLimit {
+        max_bytes: state.max_batch_body_bytes,
+        ..body.clone()
+    };
     Router::new()
-        .merge(messages::router())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .layer(axum::middleware::from_fn_with_state(body, read_body))
-        // The body middleware enforces the limit; extractors take what it read.
+        .route(
+            batch::PATH,
+            axum::routing::post(batch::submit)
+                .layer(axum::middleware::from_fn_with_state(batch_body, read_body)),
+        )
+        .merge(
+            messages::router()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
+                .layer(axum::middleware::from_fn_with_state(body, read_body)),
+        )
+        // The body middleware enforces the limits; extractors take what it read.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            mb_shared::server::request_id::layer,
+        ))
         .with_state(state)
 }
 
@@ -169,6 +190,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let state = service.state;
+    state.keyring.spawn_watch(service.keyring_reload);
     let backlog = {
         let state = state.clone();
         tokio::spawn(async move { state.backlog.watch(state.redis.clone()).await })

@@ -15,9 +15,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use mb_shared::internal::StatusOut;
 use mb_shared::message::{MessageId, MessageIn, mask_sender};
+use mb_shared::server::request_id::RequestId;
 use mb_shared::streams;
 use mb_shared::streams::StreamEntry;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/messages/{id}", get(status))
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct MessageOut {
     pub(crate) message_id: MessageId,
     pub(crate) status: &'static str,
@@ -41,11 +42,13 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 async fn submit(
     State(app): State<Arc<AppState>>,
     caller: Caller,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<MessageOut>), ApiError> {
     let started = std::time::Instant::now();
-    let result = enqueue(&app, &caller, &headers, &body).await;
+    let request_id = request_id.map(|Extension(r)| r.0);
+    let result = enqueue(&app, &caller, request_id, &headers, &body).await;
     let status = match &result {
         Ok(_) => 202,
         Err(e) => e.status().as_u16(),
@@ -63,6 +66,7 @@ async fn submit(
 async fn enqueue(
     app: &AppState,
     caller: &Caller,
+    request_id: Option<String>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<MessageOut, ApiError> {
@@ -77,7 +81,7 @@ async fn enqueue(
     if app.backlog.is_full(&caller.domain) {
         return Err(ApiError::QueueFull);
     }
-    let entry = build_entry(app, caller, &msg);
+    let entry = build_entry(app, caller, &msg, request_id);
     append(app, caller, &entry, idempotency.as_ref()).await
 }
 
@@ -108,7 +112,12 @@ pub(crate) async fn admit(app: &AppState, caller: &Caller, bucket: Bucket) -> Re
     Ok(())
 }
 
-fn build_entry(app: &AppState, caller: &Caller, msg: &MessageIn) -> StreamEntry {
+pub(crate) fn build_entry(
+    app: &AppState,
+    caller: &Caller,
+    msg: &MessageIn,
+    request_id: Option<String>,
+) -> StreamEntry {
     let message_id = MessageId::issue(&app.hmac, &caller.client_id);
     StreamEntry {
         message_id,
@@ -120,10 +129,11 @@ fn build_entry(app: &AppState, caller: &Caller, msg: &MessageIn) -> StreamEntry 
         submitted_at: msg.timestamp.clone(),
         sender_hash: app.hmac.sender_hash(&msg.sender_number),
         sender_mask: mask_sender(&msg.sender_number),
-        body: app.keyring.encrypt(
+        body: app.keyring.get().encrypt(
             message_id.to_string().as_bytes(),
             msg.message_body.as_bytes(),
         ),
+        request_id,
     }
 }
 
@@ -188,7 +198,7 @@ async fn append(
 /// A failed write to Redis. An error reply or a refused connection means nothing was applied;
 /// a timeout or a connection lost mid-command may have been applied, so the outcome is unknown
 /// (a client that sent an `Idempotency-Key` finds out by retrying with it).
-fn write_error(e: redis::RedisError, keyed: bool) -> ApiError {
+pub(crate) fn write_error(e: redis::RedisError, keyed: bool) -> ApiError {
     if e.is_io_error() && !e.is_connection_refusal() {
         ApiError::OutcomeUnknown { source: e, keyed }
     } else {
@@ -197,14 +207,14 @@ fn write_error(e: redis::RedisError, keyed: bool) -> ApiError {
 }
 
 /// An `Idempotency-Key` of one client: where its record lives and what it must match.
-struct Idempotency {
-    redis_key: String,
+pub(crate) struct Idempotency {
+    pub(crate) redis_key: String,
     /// HMAC of the request, so a different message under the same key is a conflict.
     fingerprint: String,
 }
 
 impl Idempotency {
-    fn new(app: &AppState, caller: &Caller, key: &str, msg: &MessageIn) -> Self {
+    pub(crate) fn new(app: &AppState, caller: &Caller, key: &str, msg: &MessageIn) -> Self {
         let fingerprint = app.hmac.hex(&[
             b"request",
             msg.sender_number.as_bytes(),
@@ -223,7 +233,7 @@ impl Idempotency {
     }
 
     /// The record kept for the key: `<fingerprint> <message id> <queued at>`.
-    fn record(&self, entry: &StreamEntry) -> String {
+    pub(crate) fn record(&self, entry: &StreamEntry) -> String {
         format!(
             "{} {} {}",
             self.fingerprint, entry.message_id, entry.queued_at
@@ -247,7 +257,11 @@ impl Idempotency {
     }
 
     /// The answer for a repeated key: the first message, or 409 if the request differs.
-    fn first_message(&self, record: Option<&str>, caller: &Caller) -> Result<MessageOut, ApiError> {
+    pub(crate) fn first_message(
+        &self,
+        record: Option<&str>,
+        caller: &Caller,
+    ) -> Result<MessageOut, ApiError> {
         let mut parts = record.unwrap_or_default().splitn(3, ' ');
         match (
             parts.next(),
@@ -265,12 +279,17 @@ impl Idempotency {
     }
 }
 
+/// 1 to 255 visible ASCII characters (what an HTTP header value may carry).
+pub(crate) fn valid_idempotency_key(k: &str) -> bool {
+    (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
     match raw.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
+        Ok(k) if valid_idempotency_key(k) => Ok(Some(k.to_owned())),
         _ => Err(ApiError::Validation(
             [(
                 "Idempotency-Key".to_owned(),

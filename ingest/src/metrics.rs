@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     pub(crate) responses: Family<StatusLabel, Counter>,
     pub(crate) submit_seconds: Histogram,
     pub(crate) rate_limited: Counter,
+    pub(crate) batch_responses: Family<StatusLabel, Counter>,
+    pub(crate) batch_seconds: Histogram,
 }
 
 impl Metrics {
@@ -25,10 +27,22 @@ impl Metrics {
             responses: Family::default(),
             submit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             rate_limited: Counter::default(),
+            batch_responses: Family::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
         };
         r.register(
+            "batch_responses",
+            "Batch submit responses by HTTP status (207 whatever the messages' own results)",
+            m.batch_responses.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Time to validate, encrypt and enqueue a batch",
+            m.batch_seconds.clone(),
+        );
+        r.register(
             "rate_limited",
-            "Submissions refused by a per-client rate limit (429)",
+            "Messages refused by a per-client rate limit (429), single or in a batch",
             m.rate_limited.clone(),
         );
         r.register(

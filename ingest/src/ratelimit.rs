@@ -52,19 +52,25 @@ impl mb_shared::config::Validate for RateLimitConfig {
     }
 }
 
-/// GCRA. KEYS: the client's key. ARGV: emission interval µs, burst tolerance µs.
-/// Returns 0 when allowed, else the µs to wait.
+/// GCRA, taking `want` messages at once (a batch): as many as the allowance has room for.
+/// KEYS: the client's key. ARGV: emission interval µs, burst tolerance µs, messages wanted.
+/// Returns {messages allowed, µs until the next one would be}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-if now < tat - tolerance then return tat - tolerance - now end
-local new_tat = tat + interval
+local room = math.floor((now + tolerance - tat) / interval) + 1
+if room < 0 then room = 0 end
+local n = math.min(want, room)
+if n == 0 then return {0, tat - tolerance - now} end
+local new_tat = tat + interval * n
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return 0
+if n < want then return {n, new_tat - tolerance - now} end
+return {n, 0}
 "#;
 
 pub(crate) struct RateLimiter {
@@ -119,12 +125,28 @@ impl RateLimiter {
         caller: &Caller,
         bucket: Bucket,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
+        let (_, limited) = self.take(redis, caller, bucket, 1).await?;
+        Ok(limited.map_or(Ok(()), Err))
+    }
+
+    /// Takes up to `want` messages from the client's allowance in `bucket` (a batch counts
+    /// its messages, not one request): how many it may send now, and how long the rest wait.
+    pub(crate) async fn take(
+        &self,
+        redis: &redis::aio::ConnectionManager,
+        caller: &Caller,
+        bucket: Bucket,
+        want: u64,
+    ) -> Result<(u64, Option<Limited>), redis::RedisError> {
         let Some(limit) = self.limit_for(&caller.common_name, &caller.client_id) else {
-            return Ok(Ok(()));
+            return Ok((want, None));
         };
+        if want == 0 {
+            return Ok((0, None));
+        }
         let (interval_us, tolerance_us) = gcra_params(limit);
         let mut con = redis.clone();
-        let wait_us: u64 = self
+        let (allowed, wait_us): (u64, u64) = self
             .script
             .key(streams::rate_key(
                 &caller.domain,
@@ -133,15 +155,13 @@ impl RateLimiter {
             ))
             .arg(interval_us)
             .arg(tolerance_us)
+            .arg(want)
             .invoke_async(&mut con)
             .await?;
-        Ok(if wait_us == 0 {
-            Ok(())
-        } else {
-            Err(Limited {
-                retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
-            })
-        })
+        let limited = (allowed < want).then(|| Limited {
+            retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
+        });
+        Ok((allowed, limited))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: global options (where the state, Redis and MySQL are) and the verbs.
 
-use crate::{ca, cert, config, dead, init, seed, user};
+use crate::{ca, cert, config, dead, doctor, healthcheck, init, keys, seed, user};
 use clap::{Parser, Subcommand};
 use mb_db::Db;
 use mb_pki::authorities::Authorities;
@@ -43,6 +43,9 @@ pub enum Command {
     Dead(dead::DeadCommand),
     /// Apply pending database migrations.
     Migrate,
+    /// The body encryption keyring: rotate, status, retire.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Portal users.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -51,6 +54,13 @@ pub enum Command {
     /// Read the services' config files as they read them.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Do the services, Redis and MySQL answer? One line each; exit status 0 if all do, 1
+    /// otherwise (for scripts, timers and systemd).
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Diagnose the installation: ports, Redis and MariaDB versions and settings, migrations,
+    /// file modes, certificate expiry, clock skew, keyring consistency; with a fix for each
+    /// problem. Exit status 1 if anything FAILed.
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -116,7 +126,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dead(cmd) => dead::run(&cli, cmd).await,
         Command::Config(cmd) => config::run(cmd),
         Command::User(cmd) => user::run(&cli, cmd).await,
+        Command::Keys(cmd) => keys::run(&cli, cmd).await,
         Command::Seed(args) => seed::run(&cli, args).await,
+        Command::Healthcheck(args) => exit_unless(healthcheck::run(&cli, args).await?),
+        Command::Doctor(args) => exit_unless(doctor::run(&cli, args).await?),
         Command::Migrate => {
             let db = cli.db()?;
             let applied = db.migrate().await;
@@ -126,4 +139,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Ends the process with status 1 when a check failed (after what it printed).
+fn exit_unless(ok: bool) -> anyhow::Result<()> {
+    if !ok {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
+    }
+    Ok(())
 }

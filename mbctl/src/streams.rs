@@ -10,7 +10,7 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<redis::aio::Multiplexed
 }
 
 /// Domains that have a stream in Redis.
-async fn domains_with_streams(
+pub(crate) async fn domains_with_streams(
     con: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<Vec<Domain>> {
     let mut domains = Vec::new();
@@ -35,6 +35,10 @@ async fn domains_with_streams(
     Ok(domains)
 }
 
+/// A consumer that read or claimed within this long is a running worker: readers block for
+/// at most a few seconds between reads, and every read resets the idle time.
+const LIVE_WITHIN_MS: u64 = 60_000;
+
 pub async fn show(url: &str) -> anyhow::Result<()> {
     let mut con = connect(url).await?;
     println!(
@@ -46,7 +50,7 @@ pub async fn show(url: &str) -> anyhow::Result<()> {
         "PENDING",
         "PEND AGE",
         "DEAD",
-        "CONSUMERS",
+        "LIVE/ALL",
         "DONE/MIN"
     );
     for domain in domains_with_streams(&mut con).await? {
@@ -60,13 +64,22 @@ pub async fn show(url: &str) -> anyhow::Result<()> {
             st.pending,
             age(st.oldest_pending_ms),
             st.dead_letters,
-            st.consumers.len(),
+            format!(
+                "{}/{}",
+                st.consumers
+                    .iter()
+                    .filter(|c| c.idle_ms < LIVE_WITHIN_MS)
+                    .count(),
+                st.consumers.len()
+            ),
             st.delivered_last_minute,
         );
     }
     println!(
         "BACKLOG = WAITING (no worker has read them) + PENDING (read, not yet in MySQL); \
-         the AGE columns are the oldest one's"
+         the AGE columns are the oldest one's; LIVE/ALL = consumers that read within {}s / all \
+         (a stale one holding nothing is removed by the janitor after an hour)",
+        LIVE_WITHIN_MS / 1000
     );
     Ok(())
 }

@@ -141,6 +141,9 @@ fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> R
             state.clone(),
             security_headers,
         ))
+        .layer(axum::middleware::from_fn(
+            mb_shared::server::request_id::layer,
+        ))
         .with_state(state)
 }
 

@@ -174,6 +174,11 @@ fn expand_line(
 }
 
 /// Serde helper for durations written as `30s`, `500ms`, `2m`, `1h` or a number of seconds.
+/// Default interval at which services look for a changed keyring file.
+pub fn default_keyring_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
 pub mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;

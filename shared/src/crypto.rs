@@ -106,6 +106,43 @@ impl Keyring {
         Ok(id)
     }
 
+    /// Removes a key that is no longer active from the file (see `mbctl keys retire`).
+    pub fn remove_key_from_file(path: &Path, id: u32) -> Result<(), CryptoError> {
+        let invalid = |reason: String| SecretError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let raw = read_private_file(path)?;
+        let mut file: KeyringFile =
+            serde_json::from_slice(&raw).map_err(|e| invalid(e.to_string()))?;
+        if file.active == id {
+            return Err(invalid(format!("key {id} is the active key")).into());
+        }
+        if file.keys.remove(&id).is_none() {
+            return Err(CryptoError::UnknownKey(id));
+        }
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| invalid(e.to_string()))?;
+        write_private_file(path, &json).map_err(|source| SecretError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// The key ids this keyring holds.
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.ciphers.keys().copied().collect()
+    }
+
+    /// Decrypts and encrypts again under the active key (same message id). A ciphertext already
+    /// under the active key is returned unchanged.
+    pub fn reencrypt(&self, aad: &[u8], ciphertext: &str) -> Result<String, CryptoError> {
+        if key_id(ciphertext) == Some(self.active) {
+            return Ok(ciphertext.to_owned());
+        }
+        Ok(self.encrypt(aad, &self.decrypt(aad, ciphertext)?))
+    }
+
     pub fn active_key_id(&self) -> u32 {
         self.active
     }
@@ -147,6 +184,97 @@ impl Keyring {
         cipher
             .decrypt(&nonce, Payload { msg: ct, aad })
             .map_err(|_| CryptoError::Authentication)
+    }
+}
+
+/// The keyring a running service uses: loaded at start, reloaded when its file changes (checked
+/// every `interval`) or on SIGHUP, so `mbctl keys rotate` and `retire` need no restart. A file
+/// that does not load (half-copied, wrong mode) is logged and the keys in use are kept.
+pub struct LiveKeyring {
+    path: std::path::PathBuf,
+    current: arc_swap::ArcSwap<Keyring>,
+    /// Signalled with the new active key id after each reload that changed the keyring.
+    changed: tokio::sync::watch::Sender<u32>,
+}
+
+impl LiveKeyring {
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let keyring = Keyring::load(path)?;
+        let (changed, _) = tokio::sync::watch::channel(keyring.active);
+        Ok(Self {
+            path: path.to_owned(),
+            current: arc_swap::ArcSwap::from_pointee(keyring),
+            changed,
+        })
+    }
+
+    /// The keys as of now (cheap: an atomic load).
+    pub fn get(&self) -> arc_swap::Guard<std::sync::Arc<Keyring>> {
+        self.current.load()
+    }
+
+    /// The keys as of now, to keep across `.await`s.
+    pub fn get_full(&self) -> std::sync::Arc<Keyring> {
+        self.current.load_full()
+    }
+
+    /// Tells about reloads: the value is the active key id after the last one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.changed.subscribe()
+    }
+
+    /// Reads the file again; returns whether the key ids or the active key changed.
+    pub fn reload(&self) -> Result<bool, CryptoError> {
+        let new = Keyring::load(&self.path)?;
+        let old = self.current.load();
+        let same = old.active == new.active && old.ciphers.keys().eq(new.ciphers.keys());
+        let active = new.active;
+        let ids: Vec<u32> = new.ciphers.keys().copied().collect();
+        self.current.store(std::sync::Arc::new(new));
+        if !same {
+            tracing::info!(active, key_ids = ?ids, "keyring reloaded");
+            self.changed.send_replace(active);
+        }
+        Ok(!same)
+    }
+
+    /// Reloads on SIGHUP and whenever the file's modification time or size changes, until the
+    /// process ends.
+    pub fn spawn_watch(self: &std::sync::Arc<Self>, interval: std::time::Duration) {
+        let this = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            let stamp = |p: &Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len()))
+            };
+            let mut seen = stamp(&this.path);
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+                };
+                let now = stamp(&this.path);
+                if !forced && now == seen {
+                    continue;
+                }
+                seen = now;
+                if let Err(e) = this.reload() {
+                    tracing::error!(path = %this.path.display(), error = %e,
+                        "keyring not reloaded; the keys in use are kept");
+                }
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for LiveKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
     }
 }
 
@@ -252,6 +380,40 @@ mod tests {
         assert!(matches!(
             k1.decrypt(b"m", &k2.encrypt(b"m", b"x")),
             Err(CryptoError::UnknownKey(2))
+        ));
+    }
+
+    #[test]
+    fn reencrypts_under_the_active_key_and_retires_only_an_inactive_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        Keyring::add_key_to_file(&path).unwrap();
+        let old = Keyring::load(&path).unwrap().encrypt(b"m1", b"body");
+        Keyring::add_key_to_file(&path).unwrap();
+        let live = LiveKeyring::load(&path).unwrap();
+        let new = live.get().reencrypt(b"m1", &old).unwrap();
+        assert!(new.starts_with("k2:"));
+        assert_eq!(live.get().decrypt(b"m1", &new).unwrap(), b"body");
+        assert_eq!(
+            live.get().reencrypt(b"m1", &new).unwrap(),
+            new,
+            "already active"
+        );
+        assert!(
+            live.get().reencrypt(b"m2", &old).is_err(),
+            "bound to its message id"
+        );
+
+        assert!(
+            Keyring::remove_key_from_file(&path, 2).is_err(),
+            "the active key stays"
+        );
+        Keyring::remove_key_from_file(&path, 1).unwrap();
+        assert!(live.reload().unwrap(), "the key ids changed");
+        assert_eq!(live.get().key_ids(), [2]);
+        assert!(matches!(
+            live.get().decrypt(b"m1", &old),
+            Err(CryptoError::UnknownKey(1))
         ));
     }
 

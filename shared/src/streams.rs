@@ -46,6 +46,9 @@ pub struct StreamEntry {
     pub sender_mask: String,
     /// AES-256-GCM-SIV ciphertext with its key id (see `crypto::Keyring`).
     pub body: String,
+    /// The id of the request that submitted it (`server::request_id`), for the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl StreamEntry {
@@ -63,6 +66,9 @@ impl StreamEntry {
         ];
         if let Some(t) = &self.submitted_at {
             f.push(("submitted_at", t.clone()));
+        }
+        if let Some(r) = &self.request_id {
+            f.push(("request_id", r.clone()));
         }
         f
     }
@@ -90,6 +96,7 @@ impl StreamEntry {
             sender_hash: get("sender_hash")?.to_owned(),
             sender_mask: get("sender_mask")?.to_owned(),
             body: get("body")?.to_owned(),
+            request_id: m.get("request_id").map(|s| (*s).to_owned()),
         })
     }
 }
@@ -488,6 +495,7 @@ mod tests {
             sender_hash: "00".into(),
             sender_mask: "+1****90".into(),
             body: "k1:xyz".into(),
+            request_id: Some("r-1".into()),
         };
         let fields = e.to_fields();
         let back = StreamEntry::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();

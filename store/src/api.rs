@@ -120,6 +120,7 @@ async fn me(who: PortalUser) -> Json<SessionUser> {
 fn view(app: &AppState, r: Row) -> MessageView {
     let (body, body_error) = match app
         .keyring
+        .get()
         .decrypt(r.message_id.as_bytes(), &r.body_ciphertext)
     {
         Ok(b) => (Some(String::from_utf8_lossy(&b).into_owned()), None),

@@ -25,6 +25,15 @@ pub struct Config {
     /// AES-256-GCM-SIV keyring (JSON, mode 0600): the store checks delivered ciphertext
     /// against it and decrypts bodies for the portal's authorised readers.
     pub(crate) keyring: PathBuf,
+    /// How often to look for a changed keyring file (SIGHUP reloads at once).
+    #[serde(
+        default = "mb_shared::config::default_keyring_reload",
+        with = "duration"
+    )]
+    pub(crate) keyring_reload: Duration,
+    /// Background re-encryption after a key rotation.
+    #[serde(default)]
+    pub(crate) reencrypt: Reencrypt,
     /// The HMAC key (mode 0600), to look sender numbers up by their hash.
     pub(crate) hmac_key: PathBuf,
     /// The key that signs the portal's session tokens (mode 0600).
@@ -46,6 +55,25 @@ pub struct Config {
     /// Timeouts and caps of the HTTPS listener.
     #[serde(default)]
     pub(crate) limits: Limits,
+}
+
+/// Re-encryption of stored bodies under the active key, after `mbctl keys rotate`: rows per
+/// transaction, and a pause between transactions so live traffic keeps its share of MySQL.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Reencrypt {
+    pub(crate) batch: u32,
+    #[serde(with = "duration")]
+    pub(crate) pause: Duration,
+}
+
+impl Default for Reencrypt {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            pause: Duration::from_millis(5),
+        }
+    }
 }
 
 /// Sign-in throttling: after `max_user_failures` wrong passwords in a row for one user name,
@@ -120,6 +148,16 @@ impl Validate for Config {
             "must be at least 1",
         )?;
         l.that(!self.login.lockout.is_zero(), "lockout", "must be positive")?;
+        c.that(
+            !self.keyring_reload.is_zero(),
+            "keyring_reload",
+            "must be positive",
+        )?;
+        c.under("reencrypt").that(
+            (1..=10_000).contains(&self.reencrypt.batch),
+            "batch",
+            "must be between 1 and 10000",
+        )?;
         self.limits.validate(&c.under("limits"))
     }
 }

@@ -49,25 +49,31 @@ async fn require_service(req: Request, next: Next) -> Result<Response, ApiError>
 
 async fn deliver(
     State(app): State<Arc<AppState>>,
-    ApiJson(batch): ApiJson<DeliverIn>,
+    ApiJson(mut batch): ApiJson<DeliverIn>,
 ) -> Result<Json<DeliverOut>, ApiError> {
     let started = Instant::now();
+    to_active_key(&app, batch.messages.iter_mut());
     let mut results = Vec::with_capacity(batch.messages.len());
     let mut accepted = Vec::with_capacity(batch.messages.len());
     for d in &batch.messages {
         let (outcome, error) = match check(&app, d) {
             Ok(()) => {
+                tracing::debug!(message_id = %d.entry.message_id,
+                    request_id = d.entry.request_id.as_deref().unwrap_or("-"), "storing");
                 accepted.push(d);
                 (Outcome::Stored, None)
             }
             Err(Unfit::NotYet(reason)) => {
                 app.metrics.deferred.inc();
-                tracing::warn!(message_id = %d.entry.message_id, %reason,
+                tracing::warn!(message_id = %d.entry.message_id,
+                    request_id = d.entry.request_id.as_deref().unwrap_or("-"), %reason,
                     "delivery deferred: the store's configuration does not match the sender's");
                 (Outcome::Deferred, Some(reason))
             }
             Err(Unfit::Never(reason)) => {
-                tracing::warn!(message_id = %d.entry.message_id, %reason, "rejected delivery");
+                tracing::warn!(message_id = %d.entry.message_id,
+                    request_id = d.entry.request_id.as_deref().unwrap_or("-"), %reason,
+                    "rejected delivery");
                 (Outcome::Rejected, Some(reason))
             }
         };
@@ -107,6 +113,25 @@ async fn deliver(
     Ok(Json(DeliverOut { results }))
 }
 
+/// Bodies queued before a key rotation are stored under the new key: once the store has
+/// reloaded its keyring, no row under an older key is written, and the re-encryption pass
+/// (`crate::reencrypt`) never has to come back. A body that does not decrypt is left as it is
+/// (`check` and the portal report it).
+fn to_active_key<'a>(app: &AppState, deliveries: impl Iterator<Item = &'a mut Delivery>) {
+    let keyring = app.keyring.get();
+    let active = keyring.active_key_id();
+    for d in deliveries {
+        let e = &mut d.entry;
+        if mb_shared::crypto::key_id(&e.body).is_none_or(|k| k == active || !keyring.has_key(k)) {
+            continue;
+        }
+        if let Ok(body) = keyring.reencrypt(e.message_id.to_string().as_bytes(), &e.body) {
+            e.body = body;
+            app.metrics.reencrypted_on_arrival.inc();
+        }
+    }
+}
+
 /// Why the store cannot keep a delivered message.
 enum Unfit {
     /// Not yet: the store lacks the message's key id or domain. That is a configuration
@@ -141,7 +166,7 @@ fn check(app: &AppState, d: &Delivery) -> Result<(), Unfit> {
         )));
     }
     let key_id = mb_shared::crypto::key_id(&e.body).unwrap_or_default();
-    if !app.keyring.has_key(key_id) {
+    if !app.keyring.get().has_key(key_id) {
         return Err(Unfit::NotYet(format!(
             "body is encrypted with key {key_id}, which the store's keyring lacks"
         )));
@@ -200,6 +225,7 @@ async fn failed(
     for f in &mut batch.messages {
         sanitize(&mut f.delivery);
     }
+    to_active_key(&app, batch.messages.iter_mut().map(|f| &mut f.delivery));
     let fingerprints: Vec<&str> = batch
         .messages
         .iter()
@@ -214,7 +240,9 @@ async fn failed(
     crate::messages::upsert_failed(&app.db, &rows).await?;
     app.metrics.failed.inc_by(batch.messages.len() as u64);
     for f in &batch.messages {
-        tracing::warn!(message_id = %f.delivery.entry.message_id, attempts = f.delivery.attempt, error = %f.error, "message failed");
+        tracing::warn!(message_id = %f.delivery.entry.message_id,
+            request_id = f.delivery.entry.request_id.as_deref().unwrap_or("-"),
+            attempts = f.delivery.attempt, error = %f.error, "message failed");
     }
     Ok(Json(serde_json::json!({"recorded": batch.messages.len()})))
 }
@@ -254,6 +282,7 @@ mod tests {
                 sender_hash: hash.into(),
                 sender_mask: mask.into(),
                 body: body.into(),
+                request_id: None,
             },
             attempt: 1,
         }

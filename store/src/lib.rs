@@ -15,6 +15,7 @@ mod internal;
 mod jwt;
 mod messages;
 mod metrics;
+mod reencrypt;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -22,7 +23,7 @@ use axum::routing::get;
 use mb_db::Db;
 use mb_db::users::Throttle;
 use mb_pki::authorities::Authorities;
-use mb_shared::crypto::{HmacKey, Keyring};
+use mb_shared::crypto::{HmacKey, LiveKeyring};
 use mb_shared::domains::Domains;
 use mb_shared::server::body::{BodyLimit, read_body};
 use mb_shared::server::{HttpsListener, Limits, ListenerMetrics};
@@ -39,7 +40,7 @@ pub(crate) struct AppState {
     pub(crate) cas: Authorities,
     pub(crate) access: access::AccessCache,
     pub(crate) client_names: clients::ClientNames,
-    pub(crate) keyring: Keyring,
+    pub(crate) keyring: Arc<LiveKeyring>,
     pub(crate) hmac: HmacKey,
     pub(crate) jwt: jwt::Jwt,
     pub(crate) throttle: Throttle,
@@ -55,11 +56,13 @@ pub struct Service {
     limits: Limits,
     listener_metrics: ListenerMetrics,
     registry: prometheus_client::registry::Registry,
+    keyring_reload: std::time::Duration,
+    reencrypt: config::Reencrypt,
 }
 
 impl Service {
     pub async fn load(cfg: &config::Config) -> anyhow::Result<Self> {
-        let keyring = Keyring::load(&cfg.keyring)?;
+        let keyring = Arc::new(LiveKeyring::load(&cfg.keyring)?);
         let domains = Domains::load(&cfg.domains_file)?;
         let tls = mb_shared::tls::server_config(&cfg.tls, &[], Vec::new())?;
         let anchors = mb_shared::server::load_anchors(&[cfg.tls.ca.as_path()])?;
@@ -102,6 +105,8 @@ impl Service {
             limits: cfg.limits.clone(),
             listener_metrics,
             registry,
+            keyring_reload: cfg.keyring_reload,
+            reencrypt: cfg.reencrypt.clone(),
         })
     }
 }
@@ -132,6 +137,9 @@ fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> R
         .merge(internal::router().layer(body(INTERNAL_BODY_BYTES)))
         // The body middleware enforces the limits; extractors take what it read.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            mb_shared::server::request_id::layer,
+        ))
         .with_state(state)
 }
 
@@ -145,6 +153,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = mb_shared::telemetry::MetricsServer::spawn(metrics_listener, service.registry);
     let expiry = tokio::spawn(metrics::watch_certificate_expiry(service.state.clone()));
+    service.state.keyring.spawn_watch(service.keyring_reload);
+    let reencrypt = tokio::spawn(reencrypt::run(service.state.clone(), service.reencrypt));
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let app = router(
         service.state.clone(),
@@ -162,6 +172,7 @@ pub async fn run(
     .serve(app, shutdown)
     .await;
     expiry.abort();
+    reencrypt.abort();
     metrics.stop().await;
     service.state.db.close().await;
     Ok(())

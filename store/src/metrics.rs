@@ -31,6 +31,10 @@ pub(crate) struct Metrics {
     pub(crate) db_errors: Counter,
     /// Portal sign-ins by outcome (`ok`, `refused`, `locked`, `disabled`).
     pub(crate) logins: Family<OutcomeLabel, Counter>,
+    /// Stored bodies moved to the active key by the re-encryption task.
+    pub(crate) reencrypted_rows: Counter,
+    /// Delivered bodies under an older key, encrypted again under the active one on arrival.
+    pub(crate) reencrypted_on_arrival: Counter,
     /// Expiry (Unix seconds) of every active certificate the CA issued.
     pub(crate) cert_expiry: Family<CertLabels, Gauge>,
 }
@@ -46,8 +50,15 @@ impl Metrics {
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             db_errors: Counter::default(),
             logins: Family::default(),
+            reencrypted_rows: Counter::default(),
+            reencrypted_on_arrival: Counter::default(),
             cert_expiry: Family::default(),
         };
+        root.register(
+            "mb_reencrypt_rows",
+            "Stored message bodies re-encrypted under the active key after a rotation",
+            m.reencrypted_rows.clone(),
+        );
         root.register(
             "mb_certificate_expiry_timestamp_seconds",
             "Expiry time of each active certificate issued by the broker's CA",
@@ -80,6 +91,11 @@ impl Metrics {
             m.batch_seconds.clone(),
         );
         r.register("db_errors", "Database errors", m.db_errors.clone());
+        r.register(
+            "reencrypted_on_arrival",
+            "Delivered bodies under an older key, stored under the active key instead",
+            m.reencrypted_on_arrival.clone(),
+        );
         r.register("logins", "Portal sign-ins by outcome", m.logins.clone());
         m
     }

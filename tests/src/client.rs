@@ -95,6 +95,7 @@ impl ApiClient {
 
     /// POST /api/v1/messages with a JSON body.
     pub async fn submit(&self, body: &serde_json::Value) -> Result<Answer, String> {
+        remember_submitted(body);
         self.submit_raw(&body.to_string(), &[("content-type", "application/json")])
             .await
     }
@@ -106,6 +107,31 @@ impl ApiClient {
 
     pub async fn get(&self, path: &str) -> Result<Answer, String> {
         self.request(Method::GET, path, &[], Bytes::new()).await
+    }
+}
+
+/// Sender numbers and bodies this test process submitted (a sample of at most 200 bodies), so
+/// that [`crate::Stack`] can check on drop that none of them reached a log.
+pub(crate) static SUBMITTED: std::sync::Mutex<(
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+)> = std::sync::Mutex::new((
+    std::collections::BTreeSet::new(),
+    std::collections::BTreeSet::new(),
+));
+
+fn remember_submitted(body: &serde_json::Value) {
+    let mut seen = SUBMITTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = body["sender_number"].as_str() {
+        seen.0.insert(n.to_owned());
+    }
+    if let Some(b) = body["message_body"].as_str()
+        && b.chars().count() >= 12
+        && seen.1.len() < 200
+    {
+        seen.1.insert(b.to_owned());
     }
 }
 

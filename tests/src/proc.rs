@@ -9,6 +9,8 @@ pub struct Proc {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// Extra environment (after `RUST_LOG=info`, so it may override it).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -19,6 +21,7 @@ impl Proc {
             program,
             args,
             log,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -35,6 +38,7 @@ impl Proc {
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -31,6 +31,8 @@ pub struct StackOptions {
     pub store_extra: &'static str,
     /// Start mb-portal too.
     pub start_portal: bool,
+    /// Extra environment of every service, e.g. `MB_LOG_FORMAT=json`.
+    pub service_env: &'static [(&'static str, &'static str)],
 }
 
 impl Default for StackOptions {
@@ -47,6 +49,7 @@ impl Default for StackOptions {
             ingest_extra: "",
             store_extra: "",
             start_portal: false,
+            service_env: &[],
         }
     }
 }
@@ -100,7 +103,7 @@ impl Stack {
         write_ingest_config(&h, &ports, &redis.url(), &opts);
         write_portal_config(&h, &ports);
         let service = |name: &str, bin: &str| {
-            Proc::new(
+            let mut p = Proc::new(
                 name,
                 crate::binary(bin),
                 vec![
@@ -108,7 +111,9 @@ impl Stack {
                     h.join(format!("{name}.yaml")).display().to_string(),
                 ],
                 h.join(format!("logs/{name}.log")),
-            )
+            );
+            p.env = env_of(&opts);
+            p
         };
         let mut stack = Self {
             store: service("store", "mb-store"),
@@ -216,6 +221,7 @@ impl Stack {
             vec!["--config".into(), cfg.display().to_string()],
             h.join(format!("logs/deliver-{i}.log")),
         );
+        p.env = env_of(&self.opts);
         p.start();
         wait_for(&mut p, metrics_port).await;
         self.delivers.push(p);
@@ -393,6 +399,48 @@ impl Stack {
     }
 }
 
+/// Every stack checks its services' logs when it goes: no sender number (any `+` and eight
+/// or more digits: masks have fewer) and no submitted body may be in them. So the whole
+/// suite's traffic is checked, not just one test's.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = self.all_logs();
+        if let Some(number) = e164_in(&logs) {
+            panic!(
+                "a phone number ({number}) is in a service log under {}",
+                self.home().display()
+            );
+        }
+        let seen = crate::client::SUBMITTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for secret in seen.0.iter().filter(|n| n.len() >= 8).chain(&seen.1) {
+            assert!(
+                !logs.contains(secret.as_str()),
+                "a submitted sender number or body is in a service log: {secret:?}"
+            );
+        }
+    }
+}
+
+/// The first `+` followed by at least eight digits.
+fn e164_in(text: &str) -> Option<&str> {
+    text.match_indices('+').find_map(|(i, _)| {
+        let digits = text[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        (digits >= 8).then(|| &text[i..=i + digits])
+    })
+}
+
+fn env_of(opts: &StackOptions) -> Vec<(String, String)> {
+    opts.service_env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// A temporary home as `mbctl init` makes it, with `domains.yaml` (example.com and other.org).
 fn init_home(opts: &StackOptions) -> tempfile::TempDir {
     let home = tempfile::Builder::new()
@@ -537,4 +585,16 @@ fn write(path: &Path, text: &str) {
 fn copy_private(from: &Path, to: &Path) {
     let bytes = std::fs::read(from).expect("read secret");
     mb_shared::secret::write_private_file(to, &bytes).expect("write secret");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_phone_number_is_found_and_a_mask_is_not() {
+        assert_eq!(super::e164_in("sender +1415****0100 at +00:00"), None);
+        assert_eq!(
+            super::e164_in(r#"{"msg":"x","n":"+14155550100"}"#),
+            Some("+14155550100")
+        );
+    }
 }

@@ -959,10 +959,13 @@ async fn the_system_view_counts_what_waits_what_is_pending_and_what_was_delivere
         .find(|l| l.starts_with("example.com"))
         .expect("a line for example.com");
     let cols: Vec<&str> = line.split_whitespace().collect();
-    // DOMAIN BACKLOG WAITING WAIT-AGE PENDING PEND-AGE DEAD CONSUMERS DONE/MIN
+    // DOMAIN BACKLOG WAITING WAIT-AGE PENDING PEND-AGE DEAD LIVE/ALL DONE/MIN
     assert_eq!(
         (cols[1], cols[2], cols[4], cols[8]),
         ("0", "0", "0", "5"),
         "{text}"
     );
+    let (live, all) = cols[7].split_once('/').expect("LIVE/ALL");
+    let (live, all): (u32, u32) = (live.parse().unwrap(), all.parse().unwrap());
+    assert!(live <= all && all >= 1, "{text}");
 }

@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod connection;
+pub mod request_id;
 
 use crate::config::{ConfigError, duration};
 use arc_swap::ArcSwap;
