@@ -1,5 +1,7 @@
-//! The submitting side: one task per connection, each a hyper HTTP/1.1 connection over
-//! tokio-rustls with the client certificate, pulling message numbers from a shared counter.
+//! The submitting side: keep-alive mutual-TLS connections to ingest, pulling message numbers
+//! from a shared counter. HTTP/1.1: one request in flight per connection. HTTP/2 (`--http2`):
+//! `--streams` requests in flight on each connection. `--batch N`: N messages per request, to
+//! `/api/v1/messages/batch`.
 
 use crate::Args;
 use bytes::Bytes;
@@ -27,6 +29,41 @@ struct Target {
     host: String,
     port: u16,
     connector: tokio_rustls::TlsConnector,
+    http2: bool,
+    /// Messages per request (1: the single-message endpoint).
+    batch: usize,
+}
+
+/// A connection's request sender, either protocol.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    /// Another handle on the same HTTP/2 connection.
+    fn another_stream(&self) -> Sender {
+        match self {
+            Sender::H2(s) => Sender::H2(s.clone()),
+            Sender::H1(_) => unreachable!("HTTP/1.1 carries one request at a time"),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<Submitted> {
@@ -36,10 +73,21 @@ pub async fn run(args: &Args) -> anyhow::Result<Submitted> {
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let streams = if args.http2 { args.streams.max(1) } else { 1 };
     for _ in 0..args.connections {
-        let (target, next, bar) = (target.clone(), next.clone(), bar.clone());
-        let (n, rate) = (args.messages, args.rate);
-        tasks.spawn(async move { connection(&target, &next, n, rate, started, &bar).await });
+        let mut sender = Some(connect(&target).await?);
+        for k in 0..streams {
+            let (target, next, bar) = (target.clone(), next.clone(), bar.clone());
+            let sender = if k + 1 == streams {
+                sender.take().expect("the last stream takes it")
+            } else {
+                sender.as_ref().expect("not taken yet").another_stream()
+            };
+            let (n, rate) = (args.messages, args.rate);
+            tasks.spawn(
+                async move { connection(&target, sender, &next, n, rate, started, &bar).await },
+            );
+        }
     }
     let mut out = Submitted {
         accepted_ids: Vec::with_capacity(args.messages),
@@ -84,21 +132,36 @@ fn target(args: &Args) -> anyhow::Result<Target> {
     for c in mb_shared::tls::load_certs(&args.ca)? {
         roots.add(c)?;
     }
-    let config = rustls::ClientConfig::builder()
+    let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_client_auth_cert(
             mb_shared::tls::load_certs(&args.cert)?,
             mb_shared::tls::load_key(&args.key)?,
         )?;
+    if args.http2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     Ok(Target {
         host,
         port,
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        http2: args.http2,
+        batch: args.batch.max(1),
     })
+}
+
+/// The body of message `i`: realistic length, a distinct sender per message.
+fn message_json(i: usize) -> String {
+    format!(
+        r#"{{"sender_number":"+1415{:07}","message_body":"Benchmark message {i}: your verification code is {:06}. It expires in ten minutes; do not share it with anyone."}}"#,
+        i % 10_000_000,
+        i % 1_000_000
+    )
 }
 
 async fn connection(
     target: &Target,
+    mut sender: Sender,
     next: &AtomicUsize,
     total: usize,
     rate: u64,
@@ -113,66 +176,92 @@ async fn connection(
         elapsed: Duration::ZERO,
         started_wall: SystemTime::now(),
     };
-    let mut sender = connect(target).await?;
     loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total {
+        let first = next.fetch_add(target.batch, Ordering::Relaxed);
+        if first >= total {
             return Ok(out);
         }
+        let count = target.batch.min(total - first);
         // Open loop: message i is due at i/rate; latency counts from when it was due.
         let due = if rate > 0 {
-            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            let due = started + Duration::from_secs_f64(first as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
             due
         } else {
             Instant::now()
         };
-        let body = format!(
-            r#"{{"sender_number":"+1415{:07}","message_body":"Benchmark message {i}: your verification code is {:06}. It expires in ten minutes; do not share it with anyone."}}"#,
-            i % 10_000_000,
-            i % 1_000_000
-        );
-        let req = hyper::Request::post("/api/v1/messages")
-            .header(hyper::header::HOST, &target.host)
+        let (path, body) = if target.batch == 1 {
+            ("/api/v1/messages", message_json(first))
+        } else {
+            let items: Vec<String> = (first..first + count).map(message_json).collect();
+            (
+                "/api/v1/messages/batch",
+                format!(r#"{{"messages":[{}]}}"#, items.join(",")),
+            )
+        };
+        let mut req = hyper::Request::post(path)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))?;
-        if sender.ready().await.is_err() {
-            sender = connect(target).await?;
+        if target.http2 {
+            *req.uri_mut() = format!("https://{}:{}{path}", target.host, target.port).parse()?;
+        } else {
+            req.headers_mut()
+                .insert(hyper::header::HOST, target.host.parse()?);
         }
-        match sender.send_request(req).await {
+        match sender.send(req).await {
             Ok(resp) => {
                 let status = resp.status();
                 let bytes = resp.into_body().collect().await?.to_bytes();
                 out.latency_us
                     .record(due.elapsed().as_micros().max(1) as u64)?;
-                if status == 202 {
-                    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-                    if let Some(id) = v["message_id"].as_str() {
-                        out.accepted_ids.push(id.to_owned());
+                match status.as_u16() {
+                    202 => {
+                        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+                        if let Some(id) = v["message_id"].as_str() {
+                            out.accepted_ids.push(id.to_owned());
+                        }
                     }
-                } else {
-                    out.refused += 1;
+                    207 => {
+                        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+                        for r in v["results"].as_array().into_iter().flatten() {
+                            match r["message_id"].as_str() {
+                                Some(id) => out.accepted_ids.push(id.to_owned()),
+                                None => out.refused += 1,
+                            }
+                        }
+                    }
+                    _ => out.refused += count,
                 }
             }
             Err(_) => {
-                out.errors += 1;
-                sender = connect(target).await?;
+                out.errors += count;
+                if !target.http2 {
+                    sender = connect(target).await?;
+                }
             }
         }
-        bar.inc(1);
+        bar.inc(count as u64);
     }
 }
 
-async fn connect(
-    target: &Target,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+async fn connect(target: &Target) -> anyhow::Result<Sender> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(target.host.clone())?;
-    let tls = target.connector.connect(name, tcp).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    let tls = TokioIo::new(target.connector.connect(name, tcp).await?);
+    if target.http2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), tls)
+                .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(tls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H1(sender))
+    }
 }

@@ -33,6 +33,15 @@ pub struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// Messages per request: above 1, they go to `/api/v1/messages/batch`.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// HTTP/2 instead of HTTP/1.1, with `--streams` requests in flight per connection.
+    #[arg(long)]
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 16)]
+    pub streams: usize,
     /// Offered rate in messages per second (open loop); 0 = as fast as possible (closed loop).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,

@@ -76,6 +76,11 @@ impl Figures<'_> {
         ms(self.committed.e2e_us.value_at_quantile(q))
     }
 
+    /// CPU microseconds a process spent per accepted message.
+    fn cpu_us_per_msg(&self, cpu_s: f64) -> f64 {
+        round(cpu_s * 1e6 / self.accepted.max(1) as f64, 1)
+    }
+
     fn json(&self) -> serde_json::Value {
         let (a, s, c) = (self.args, self.submitted, self.committed);
         let rss: serde_json::Map<_, _> = self
@@ -88,9 +93,17 @@ impl Figures<'_> {
             .iter()
             .map(|(n, (_, cpu))| (n.clone(), serde_json::json!(cpu)))
             .collect();
+        let per_msg: serde_json::Map<_, _> = self
+            .processes
+            .iter()
+            .map(|(n, (_, cpu))| (n.clone(), serde_json::json!(self.cpu_us_per_msg(*cpu))))
+            .collect();
         serde_json::json!({
             "messages": a.messages,
             "connections": a.connections,
+            "batch": a.batch,
+            "http": if a.http2 { "2" } else { "1.1" },
+            "streams_per_connection": if a.http2 { a.streams } else { 1 },
             "rate": a.rate,
             "mode": if a.resume_after_submit.is_empty() { "concurrent" } else { "burst" },
             "accepted": self.accepted,
@@ -105,6 +118,7 @@ impl Figures<'_> {
             "e2e_p99_ms": self.e2e_ms(0.99),
             "rss_mib": rss,
             "cpu_s": cpu,
+            "cpu_us_per_msg": per_msg,
             "lost": c.lost,
             "duplicates": c.duplicates,
             "redis_xadd_ceiling_per_s": a.redis_ceiling,
@@ -130,8 +144,20 @@ impl Figures<'_> {
             (
                 "messages submitted".into(),
                 format!(
-                    "{} over {} connections ({offered})",
-                    a.messages, a.connections
+                    "{} over {} {} connections{}{} ({offered})",
+                    a.messages,
+                    a.connections,
+                    if a.http2 { "HTTP/2" } else { "HTTP/1.1" },
+                    if a.http2 {
+                        format!(" × {} streams", a.streams)
+                    } else {
+                        String::new()
+                    },
+                    if a.batch > 1 {
+                        format!(", {} per batch", a.batch)
+                    } else {
+                        String::new()
+                    },
                 ),
             ),
             (
@@ -164,7 +190,10 @@ impl Figures<'_> {
         for (name, (rss, cpu)) in &self.processes {
             t.push((
                 format!("{name}: peak RSS / CPU"),
-                format!("{rss} MiB / {cpu} s"),
+                format!(
+                    "{rss} MiB / {cpu} s ({} µs per message)",
+                    self.cpu_us_per_msg(*cpu)
+                ),
             ));
         }
         if let Some(r) = a.redis_ceiling {

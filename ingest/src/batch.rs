@@ -29,10 +29,14 @@ pub(crate) const PATH: &str = "/api/v1/messages/batch";
 #[derive(Debug, serde::Serialize)]
 struct ItemOut {
     index: usize,
-    /// The HTTP status a single submit of this message would have had.
+    /// The HTTP status a single submit of this message would have had: 202 when it is queued.
     status: u16,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    accepted: Option<MessageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<mb_shared::message::MessageId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queued_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<mb_shared::error_body::ErrorDetail>,
 }
@@ -88,8 +92,9 @@ async fn enqueue(
     let values = parse(app, headers, body)?;
     let mut results: Vec<Option<Result<MessageOut, ApiError>>> =
         std::iter::repeat_with(|| None).take(values.len()).collect();
+    app.metrics.batch_messages.observe(values.len() as f64);
     let mut items = Vec::with_capacity(values.len());
-    for (index, v) in values.iter().enumerate() {
+    for (index, v) in values.into_iter().enumerate() {
         match item(app, caller, index, v) {
             Ok(item) => items.push(item),
             Err(e) => results[index] = Some(Err(e)),
@@ -169,27 +174,34 @@ fn item(
     app: &AppState,
     caller: &Caller,
     index: usize,
-    v: &serde_json::Value,
+    mut v: serde_json::Value,
 ) -> Result<Item, ApiError> {
-    let msg = MessageIn::from_json(v).map_err(ApiError::Validation)?;
-    let key = match v.get("idempotency_key") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(k)) if crate::messages::valid_idempotency_key(k) => {
-            Some(k.as_str())
+    // The key is the batch's own field; the rest is a message as a single submit takes it.
+    let key = v.as_object_mut().and_then(|o| o.remove("idempotency_key"));
+    let msg = MessageIn::from_json(&v);
+    let key = match key {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(k)) if crate::messages::valid_idempotency_key(&k) => {
+            Ok(Some(k))
         }
-        Some(_) => {
-            return Err(ApiError::Validation(
-                [(
-                    "idempotency_key".to_owned(),
-                    "must be 1 to 255 visible ASCII characters".to_owned(),
-                )]
-                .into(),
-            ));
-        }
+        Some(_) => Err((
+            "idempotency_key".to_owned(),
+            "must be 1 to 255 visible ASCII characters".to_owned(),
+        )),
     };
+    let msg = match (msg, key) {
+        (Ok(msg), Ok(key)) => (msg, key),
+        (Err(mut fields), Err((k, m))) => {
+            fields.insert(k, m);
+            return Err(ApiError::Validation(fields));
+        }
+        (Err(fields), Ok(_)) => return Err(ApiError::Validation(fields)),
+        (Ok(_), Err(field)) => return Err(ApiError::Validation([field].into())),
+    };
+    let (msg, key) = msg;
     Ok(Item {
         index,
-        idempotency: key.map(|k| Idempotency::new(app, caller, k, &msg)),
+        idempotency: key.map(|k| Idempotency::new(app, caller, &k, &msg)),
         msg,
     })
 }
@@ -341,14 +353,18 @@ fn answer(results: Vec<Option<Result<MessageOut, ApiError>>>) -> BatchOut {
                 ItemOut {
                     index,
                     status: 202,
-                    accepted: Some(out),
+                    message_id: Some(out.message_id),
+                    domain: Some(out.domain),
+                    queued_at: Some(out.queued_at),
                     error: None,
                 }
             }
             Err(e) => ItemOut {
                 index,
                 status: e.status().as_u16(),
-                accepted: None,
+                message_id: None,
+                domain: None,
+                queued_at: None,
                 error: Some(e.detail()),
             },
         })

@@ -156,8 +156,34 @@ pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
             messages::router()
                 .route("/healthz", get(|| async { "ok" }))
                 .route("/readyz", get(readyz))
+                .route(
+                    "/openapi.json",
+                    get(|| async {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            include_str!("../../docs/openapi/ingest.json"),
+                        )
+                    }),
+                )
                 .layer(axum::middleware::from_fn_with_state(body, read_body)),
         )
+        // Unknown paths and methods answer in the API's JSON, like every other refusal.
+        .fallback(|| async {
+            mb_shared::error_body::error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such path; see /openapi.json",
+                Default::default(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            mb_shared::error_body::error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method; see /openapi.json",
+                Default::default(),
+            )
+        })
         // The body middleware enforces the limits; extractors take what it read.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(

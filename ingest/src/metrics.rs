@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     pub(crate) rate_limited: Counter,
     pub(crate) batch_responses: Family<StatusLabel, Counter>,
     pub(crate) batch_seconds: Histogram,
+    pub(crate) batch_messages: Histogram,
 }
 
 impl Metrics {
@@ -29,7 +30,13 @@ impl Metrics {
             rate_limited: Counter::default(),
             batch_responses: Family::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         };
+        r.register(
+            "batch_messages",
+            "Messages per batch submit",
+            m.batch_messages.clone(),
+        );
         r.register(
             "batch_responses",
             "Batch submit responses by HTTP status (207 whatever the messages' own results)",
