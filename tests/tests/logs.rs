@@ -11,7 +11,7 @@ const ENV: &[(&str, &str)] = &[
     ("MB_LOG_FORMAT", "json"),
     (
         "RUST_LOG",
-        "info,mb_ingest=debug,mb_deliver=debug,mb_store=debug",
+        "info,mb_shared=debug,mb_ingest=debug,mb_deliver=debug,mb_store=debug",
     ),
 ];
 

@@ -30,12 +30,18 @@ pub fn choose(offered: Option<&str>) -> String {
         )
 }
 
-/// Middleware: gives the request its id and runs the rest of it in a `request` span.
+/// Middleware: gives the request its id and runs the rest of it in a `request` span. The span
+/// is at `debug` level (`RUST_LOG=…,mb_shared=debug` puts the id in every line of a request):
+/// an `info` span costs ingest about 14 µs a message, over half of what a submit costs. At any
+/// level, a request that ends in a 5xx is logged with its id.
 pub async fn layer(mut req: Request, next: Next) -> Response {
     let id = choose(req.headers().get(HEADER).and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::debug_span!("request", request_id = %id);
     let mut resp = next.run(req).instrument(span).await;
+    if resp.status().is_server_error() {
+        tracing::warn!(request_id = %id, status = resp.status().as_u16(), "request failed");
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }
