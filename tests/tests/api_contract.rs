@@ -15,6 +15,12 @@ use std::process::Command;
 /// Generated test cases per operation and phase: with coverage, fuzzing and stateful phases over
 /// ingest's operations this comes to well over 5,000 requests.
 const MAX_EXAMPLES: &str = "600";
+
+/// `MB_SCHEMATHESIS_MAX_EXAMPLES` (set by `ops/fuzz-api` for long local runs), else
+/// [`MAX_EXAMPLES`].
+fn max_examples() -> String {
+    std::env::var("MB_SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.to_owned())
+}
 /// Requests schemathesis must have made against ingest, at least.
 const MIN_REQUESTS: u64 = 5_000;
 
@@ -71,7 +77,7 @@ async fn run_schemathesis(
             "--mode",
             "all",
             "--max-examples",
-            MAX_EXAMPLES,
+            &max_examples(),
             // One worker: Python 3.11's parser is not thread-safe (CPython gh-106905), which
             // Hypothesis trips over with several.
             "--workers",
