@@ -171,29 +171,22 @@ async fn services(cli: &Cli, ep: &Endpoints, selected: &[Service], r: &mut Repor
         })
         .collect();
     // Can we reach the port at all? Then the service's own answer.
+    let reachable = reachable_services(ep, &http, r).await;
+    for p in ep.probe_all(cli, &reachable).await {
+        service_probe(p, r);
+    }
+}
+
+/// The services of `http` whose every port accepts a TCP connection; a FAIL for each that does
+/// not.
+async fn reachable_services(ep: &Endpoints, http: &[Service], r: &mut Report) -> Vec<Service> {
     let mut reachable = Vec::new();
-    for &s in &http {
-        let addrs: Vec<Result<(String, u16), String>> = match s {
-            Service::Ingest => vec![https_host_port(&ep.ingest_url)],
-            Service::Store => vec![https_host_port(&ep.store_url)],
-            Service::Portal => vec![https_host_port(&ep.portal_url)],
-            _ => ep
-                .deliver_urls
-                .iter()
-                .map(|u| healthcheck::metrics_url(u).map(|(h, p, _)| (h, p)))
-                .collect(),
-        };
+    for &s in http {
         let mut all = true;
-        for a in addrs {
+        for a in service_addrs(ep, s) {
             let connected = match &a {
                 Err(e) => Err(e.clone()),
-                Ok((host, port)) => tokio::time::timeout(
-                    ep.timeout,
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
-                )
-                .await
-                .map_err(|_| format!("no connection to {host}:{port} within {:?}", ep.timeout))
-                .and_then(|c| c.map_err(|e| format!("cannot connect to {host}:{port}: {e}"))),
+                Ok((host, port)) => tcp_connect(host, *port, ep.timeout).await,
             };
             if let Err(e) = connected {
                 r.fail(s.name(), e, start_hint(s));
@@ -204,34 +197,60 @@ async fn services(cli: &Cli, ep: &Endpoints, selected: &[Service], r: &mut Repor
             reachable.push(s);
         }
     }
-    for p in ep.probe_all(cli, &reachable).await {
-        let name = p.service.name();
-        match p.result {
-            Ok(detail) => r.ok(
-                name,
-                format!(
-                    "{} answers {detail} ({} ms)",
-                    p.target,
-                    p.elapsed.as_millis()
-                ),
+    reachable
+}
+
+/// (host, port) of each address a service listens on: one base URL, or every worker's metrics
+/// address for deliver.
+fn service_addrs(ep: &Endpoints, s: Service) -> Vec<Result<(String, u16), String>> {
+    match s {
+        Service::Ingest => vec![https_host_port(&ep.ingest_url)],
+        Service::Store => vec![https_host_port(&ep.store_url)],
+        Service::Portal => vec![https_host_port(&ep.portal_url)],
+        _ => ep
+            .deliver_urls
+            .iter()
+            .map(|u| healthcheck::metrics_url(u).map(|(h, p, _)| (h, p)))
+            .collect(),
+    }
+}
+
+async fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))
+        .and_then(|c| c.map_err(|e| format!("cannot connect to {host}:{port}: {e}")))
+        .map(drop)
+}
+
+/// The line for one service's `healthcheck` probe.
+fn service_probe(p: healthcheck::Probe, r: &mut Report) {
+    let name = p.service.name();
+    match p.result {
+        Ok(detail) => r.ok(
+            name,
+            format!(
+                "{} answers {detail} ({} ms)",
+                p.target,
+                p.elapsed.as_millis()
             ),
-            Err(reason) if reason.starts_with("answered") => {
-                let fix = match p.service {
-                    Service::Ingest => "ingest is up but not ready: it needs Redis and the store \
-                         (see their lines); `journalctl -u mb-ingest`"
-                        .to_owned(),
-                    s => format!("`journalctl -u mb-{}`", s.name()),
-                };
-                r.fail(name, format!("{} {reason}", p.target), fix);
-            }
-            Err(reason) => r.fail(
-                name,
-                format!("{}: {reason}", p.target),
-                "the port is open but the TLS exchange failed: the service's tls.ca must be \
-                 <home>/certs/ca.crt and its certificate signed by it (is --home the home the \
-                 services use?)",
-            ),
+        ),
+        Err(reason) if reason.starts_with("answered") => {
+            let fix = match p.service {
+                Service::Ingest => "ingest is up but not ready: it needs Redis and the store \
+                     (see their lines); `journalctl -u mb-ingest`"
+                    .to_owned(),
+                s => format!("`journalctl -u mb-{}`", s.name()),
+            };
+            r.fail(name, format!("{} {reason}", p.target), fix);
         }
+        Err(reason) => r.fail(
+            name,
+            format!("{}: {reason}", p.target),
+            "the port is open but the TLS exchange failed: the service's tls.ca must be \
+             <home>/certs/ca.crt and its certificate signed by it (is --home the home the \
+             services use?)",
+        ),
     }
 }
 
@@ -282,8 +301,31 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
         return;
     };
     let shown = healthcheck::redact(url);
-    let mut con = match healthcheck::redis_connect(url, timeout).await {
-        Ok(c) => c,
+    let Some(mut con) = redis_reachable(url, &shown, timeout, r).await else {
+        return;
+    };
+    let Some(info) = redis_info(&mut con, &shown, timeout, r).await else {
+        return;
+    };
+    let fields: BTreeMap<&str, &str> = info
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    redis_version(&fields, &shown, r);
+    redis_persistence(&fields, r);
+    redis_eviction(&fields, r);
+    redis_clock(&mut con, timeout, r).await;
+}
+
+async fn redis_reachable(
+    url: &str,
+    shown: &str,
+    timeout: Duration,
+    r: &mut Report,
+) -> Option<redis::aio::MultiplexedConnection> {
+    match healthcheck::redis_connect(url, timeout).await {
+        Ok(c) => Some(c),
         Err(e) => {
             r.fail(
                 "redis",
@@ -291,26 +333,31 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
                 "start Redis (`systemctl start redis-server`; locally `ops/up`) and check \
                  MB_REDIS_URL",
             );
-            return;
+            None
         }
-    };
-    let info: String = match healthcheck::redis_query(&mut con, &redis::cmd("INFO"), timeout).await
-    {
-        Ok(i) => i,
+    }
+}
+
+async fn redis_info(
+    con: &mut redis::aio::MultiplexedConnection,
+    shown: &str,
+    timeout: Duration,
+    r: &mut Report,
+) -> Option<String> {
+    match healthcheck::redis_query(con, &redis::cmd("INFO"), timeout).await {
+        Ok(i) => Some(i),
         Err(e) => {
             r.fail(
                 "redis",
                 format!("{shown} connects but INFO fails: {e}"),
                 "the URL needs a user allowed to run INFO, PING, TIME and the stream commands",
             );
-            return;
+            None
         }
-    };
-    let fields: BTreeMap<&str, &str> = info
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
+    }
+}
+
+fn redis_version(fields: &BTreeMap<&str, &str>, shown: &str, r: &mut Report) {
     match fields.get("redis_version") {
         None => r.warn(
             "redis",
@@ -336,6 +383,10 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
             }
         }
     }
+}
+
+/// `appendonly yes`: what ingest acknowledged survives a Redis crash.
+fn redis_persistence(fields: &BTreeMap<&str, &str>, r: &mut Report) {
     match fields.get("aof_enabled") {
         Some(&"1") => r.ok(
             "redis",
@@ -355,6 +406,10 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
             "check `redis-cli CONFIG GET appendonly`: it must be yes",
         ),
     }
+}
+
+/// `maxmemory-policy noeviction`: a full Redis never drops queued messages.
+fn redis_eviction(fields: &BTreeMap<&str, &str>, r: &mut Report) {
     match fields.get("maxmemory_policy") {
         Some(&"noeviction") => r.ok(
             "redis",
@@ -376,8 +431,15 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
             "check `redis-cli CONFIG GET maxmemory-policy`: it must be noeviction",
         ),
     }
+}
+
+async fn redis_clock(
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+    r: &mut Report,
+) {
     let before = unix_now();
-    match healthcheck::redis_query::<(u64, u64)>(&mut con, &redis::cmd("TIME"), timeout).await {
+    match healthcheck::redis_query::<(u64, u64)>(con, &redis::cmd("TIME"), timeout).await {
         Ok((secs, micros)) => {
             let after = unix_now();
             skew(r, "Redis", secs as f64 + micros as f64 / 1e6, before, after);
@@ -394,7 +456,6 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
 // MySQL
 
 async fn mysql_checks(cli: &Cli, timeout: Duration, r: &mut Report) -> Option<mb_db::Db> {
-    use mysql_async::prelude::Queryable;
     let Some(url) = cli.mysql_url.as_deref() else {
         r.fail(
             "mysql",
@@ -404,39 +465,50 @@ async fn mysql_checks(cli: &Cli, timeout: Duration, r: &mut Report) -> Option<mb
         return None;
     };
     let shown = healthcheck::redact(url);
-    let down_fix = "start MariaDB (`systemctl start mariadb`; locally `ops/up`) and check \
-                    MB_MYSQL_URL: host, port, user, password and database";
+    let (db, mut con) = mysql_reachable(url, &shown, timeout, r).await?;
+    mysql_version(&mut con, &shown, timeout, r).await;
+    mysql_clock(con, timeout, r).await;
+    migrations(&db, timeout, r).await;
+    Some(db)
+}
+
+const MYSQL_DOWN_FIX: &str = "start MariaDB (`systemctl start mariadb`; locally `ops/up`) and \
+                              check MB_MYSQL_URL: host, port, user, password and database";
+
+/// The pool and one connection from it; `None` (and the pool closed) when there is none.
+async fn mysql_reachable(
+    url: &str,
+    shown: &str,
+    timeout: Duration,
+    r: &mut Report,
+) -> Option<(mb_db::Db, mysql_async::Conn)> {
     let db = match mb_db::Db::connect(url, 2, 16) {
         Ok(db) => db,
         Err(e) => {
-            r.fail("mysql", format!("{shown}: {e}"), down_fix);
+            r.fail("mysql", format!("{shown}: {e}"), MYSQL_DOWN_FIX);
             return None;
         }
     };
-    let mut con = match tokio::time::timeout(timeout, db.pool().get_conn()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            r.fail(
-                "mysql",
-                format!(
-                    "cannot connect to {shown}: {}",
-                    healthcheck::error_chain(&e)
-                ),
-                down_fix,
-            );
-            db.close().await;
-            return None;
-        }
-        Err(_) => {
-            r.fail(
-                "mysql",
-                format!("no connection to {shown} within {timeout:?}"),
-                down_fix,
-            );
-            db.close().await;
-            return None;
-        }
+    let failure = match tokio::time::timeout(timeout, db.pool().get_conn()).await {
+        Ok(Ok(c)) => return Some((db, c)),
+        Ok(Err(e)) => format!(
+            "cannot connect to {shown}: {}",
+            healthcheck::error_chain(&e)
+        ),
+        Err(_) => format!("no connection to {shown} within {timeout:?}"),
     };
+    r.fail("mysql", failure, MYSQL_DOWN_FIX);
+    db.close().await;
+    None
+}
+
+async fn mysql_version(
+    con: &mut mysql_async::Conn,
+    shown: &str,
+    timeout: Duration,
+    r: &mut Report,
+) {
+    use mysql_async::prelude::Queryable;
     let version: Result<Option<String>, String> =
         tokio::time::timeout(timeout, con.query_first("SELECT VERSION()"))
             .await
@@ -470,6 +542,11 @@ async fn mysql_checks(cli: &Cli, timeout: Duration, r: &mut Report) -> Option<mb
             "check the user's rights",
         ),
     }
+}
+
+/// MySQL's clock against this host's; the connection goes back to the pool afterwards.
+async fn mysql_clock(mut con: mysql_async::Conn, timeout: Duration, r: &mut Report) {
+    use mysql_async::prelude::Queryable;
     let before = unix_now();
     let now: Result<Option<String>, String> = tokio::time::timeout(
         timeout,
@@ -488,6 +565,10 @@ async fn mysql_checks(cli: &Cli, timeout: Duration, r: &mut Report) -> Option<mb
             "check the user's rights",
         ),
     }
+}
+
+/// Every migration embedded in this mbctl applied, and none newer.
+async fn migrations(db: &mb_db::Db, timeout: Duration, r: &mut Report) {
     match tokio::time::timeout(timeout, db.pending_migrations()).await {
         Ok(Ok(m)) if m.pending.is_empty() => {
             if m.latest_applied.is_some_and(|a| a > m.latest) {
@@ -530,7 +611,6 @@ async fn mysql_checks(cli: &Cli, timeout: Duration, r: &mut Report) -> Option<mb
             "MariaDB is overloaded or locked: `SHOW PROCESSLIST`",
         ),
     }
-    Some(db)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -603,61 +683,9 @@ fn files(home: &Path, r: &mut Report) {
     let mut bad = 0;
     for path in secret_files.into_iter().chain(keys) {
         checked += 1;
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                bad += 1;
-                r.fail(
-                    "files",
-                    format!("{}: {e}", path.display()),
-                    "remove the dangling link or restore the file",
-                );
-                continue;
-            }
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bad += 1;
-            r.fail(
-                "files",
-                format!(
-                    "{} has mode {mode:04o}: others may read a secret, and the services \
-                     refuse to start with it",
-                    path.display()
-                ),
-                format!("chmod 600 {}", path.display()),
-            );
-        }
-        if let Some(uid) = owner.filter(|u| *u != meta.uid()) {
-            bad += 1;
-            let name = user_name(uid);
-            r.fail(
-                "files",
-                format!(
-                    "{} is owned by {}, not {name}: the services (running as {name}) cannot \
-                     read it",
-                    path.display(),
-                    user_name(meta.uid())
-                ),
-                format!("chown {name} {}", path.display()),
-            );
-        }
+        bad += secret_file(&path, owner, r);
     }
-    for dir in secret_dirs.iter().filter(|d| d.is_dir()) {
-        if let Ok(m) = std::fs::metadata(dir)
-            && m.permissions().mode() & 0o077 != 0
-        {
-            r.warn(
-                "files",
-                format!(
-                    "directory {} has mode {:04o}: others may list the secrets",
-                    dir.display(),
-                    m.permissions().mode() & 0o777
-                ),
-                format!("chmod 700 {}", dir.display()),
-            );
-        }
-    }
+    secret_dirs_mode(&secret_dirs, r);
     if checked == 0 {
         r.fail(
             "files",
@@ -679,6 +707,69 @@ fn files(home: &Path, r: &mut Report) {
     }
 }
 
+/// Mode and owner of one secret file or key; the number of FAIL lines it got.
+fn secret_file(path: &Path, owner: Option<u32>, r: &mut Report) -> usize {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            r.fail(
+                "files",
+                format!("{}: {e}", path.display()),
+                "remove the dangling link or restore the file",
+            );
+            return 1;
+        }
+    };
+    let mut bad = 0;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bad += 1;
+        r.fail(
+            "files",
+            format!(
+                "{} has mode {mode:04o}: others may read a secret, and the services \
+                 refuse to start with it",
+                path.display()
+            ),
+            format!("chmod 600 {}", path.display()),
+        );
+    }
+    if let Some(uid) = owner.filter(|u| *u != meta.uid()) {
+        bad += 1;
+        let name = user_name(uid);
+        r.fail(
+            "files",
+            format!(
+                "{} is owned by {}, not {name}: the services (running as {name}) cannot \
+                 read it",
+                path.display(),
+                user_name(meta.uid())
+            ),
+            format!("chown {name} {}", path.display()),
+        );
+    }
+    bad
+}
+
+/// The secrets directories are not listable by others.
+fn secret_dirs_mode(secret_dirs: &[PathBuf], r: &mut Report) {
+    for dir in secret_dirs.iter().filter(|d| d.is_dir()) {
+        if let Ok(m) = std::fs::metadata(dir)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            r.warn(
+                "files",
+                format!(
+                    "directory {} has mode {:04o}: others may list the secrets",
+                    dir.display(),
+                    m.permissions().mode() & 0o777
+                ),
+                format!("chmod 700 {}", dir.display()),
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Certificates
 
@@ -687,18 +778,7 @@ fn certificates(home: &Path, r: &mut Report) {
     let mut files = Vec::new();
     walk(&certs_dir, &mut files, &mut Vec::new());
     files.retain(|p| p.extension().is_some_and(|e| e == "crt"));
-    let ca_path = certs_dir.join("ca.crt");
-    let ca_subject = mb_shared::tls::load_certs(&ca_path).ok().and_then(|c| {
-        c.first()
-            .and_then(|d| mb_shared::identity::subject_of(d).ok())
-    });
-    if ca_subject.is_none() {
-        r.fail(
-            "certs",
-            format!("{} is missing or unreadable", ca_path.display()),
-            "`mbctl init` creates the CA; restore it from the key backup if it was lost",
-        );
-    }
+    let ca_subject = ca_subject(&certs_dir.join("ca.crt"), r);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -706,89 +786,12 @@ fn certificates(home: &Path, r: &mut Report) {
     let mut good = 0;
     let mut soonest: Option<(i64, PathBuf)> = None;
     for path in files {
-        let shown = path
-            .strip_prefix(home)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        let id = match mb_shared::tls::load_certs(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|c| PeerIdentity::from_der(&c[0]))
-        {
-            Ok(id) => id,
-            Err(e) => {
-                r.warn(
-                    "certs",
-                    format!("{shown}: {e}"),
-                    "remove the file if it is not a certificate of this broker",
-                );
-                continue;
-            }
-        };
-        let kind = if path == ca_path {
-            Kind::Ca
-        } else if path.parent() == Some(&certs_dir.join("services")) {
-            Kind::Service
-        } else if path.parent() == Some(&certs_dir.join("domains")) {
-            Kind::DomainCa
-        } else {
-            Kind::Client
-        };
-        let days = (id.not_after - now).div_euclid(86_400);
-        let renew = match kind {
-            Kind::Ca => "the CA cannot be renewed in place: create a new one in a new home \
-                         (`mbctl --home NEW init`), re-issue every service and client \
-                         certificate from it, and switch the services over"
-                .to_owned(),
-            Kind::DomainCa => format!(
-                "create the domain's CA anew (`mbctl ca create-domain`) and re-issue its \
-                 clients' certificates; see {shown}"
-            ),
-            Kind::Service => format!(
-                "remove {0} and its .key, run `mbctl init` (re-issues missing service \
-                 certificates; keep the same --san), restart the service",
-                path.display()
-            ),
-            Kind::Client => {
-                let (name, domain) = id
-                    .common_name
-                    .split_once('.')
-                    .unwrap_or((id.common_name.as_str(), "DOMAIN"));
-                format!(
-                    "`mbctl cert renew {name} --domain {domain}` and hand the client the new \
-                     certificate, or delete {shown} if the client is gone"
-                )
-            }
-        };
-        if id.not_after <= now {
-            r.fail(
-                "certs",
-                format!("{shown} ({}) expired {} days ago", id.common_name, -days),
-                renew,
-            );
-            continue;
-        }
-        if days < EXPIRY_WARN_DAYS {
-            r.warn(
-                "certs",
-                format!("{shown} ({}) expires in {days} days", id.common_name),
-                &renew,
-            );
-        } else {
+        let kind = cert_kind(&path, &certs_dir);
+        if let Some(days) = certificate(&path, kind, home, ca_subject.as_deref(), now, r) {
             good += 1;
             if soonest.as_ref().is_none_or(|(d, _)| days < *d) {
                 soonest = Some((days, path.clone()));
             }
-        }
-        if kind == Kind::Service
-            && let Some(ca) = &ca_subject
-            && &id.issuer != ca
-        {
-            r.fail(
-                "certs",
-                format!("{shown} was not signed by certs/ca.crt: the other services refuse it"),
-                renew,
-            );
         }
     }
     if let Some((days, path)) = soonest {
@@ -800,6 +803,125 @@ fn certificates(home: &Path, r: &mut Report) {
                 path.strip_prefix(home).unwrap_or(&path).display()
             ),
         );
+    }
+}
+
+/// The subject of `certs/ca.crt`, which must have signed the service certificates.
+fn ca_subject(ca_path: &Path, r: &mut Report) -> Option<Vec<u8>> {
+    let ca_subject = mb_shared::tls::load_certs(ca_path).ok().and_then(|c| {
+        c.first()
+            .and_then(|d| mb_shared::identity::subject_of(d).ok())
+    });
+    if ca_subject.is_none() {
+        r.fail(
+            "certs",
+            format!("{} is missing or unreadable", ca_path.display()),
+            "`mbctl init` creates the CA; restore it from the key backup if it was lost",
+        );
+    }
+    ca_subject
+}
+
+fn cert_kind(path: &Path, certs_dir: &Path) -> Kind {
+    if path == certs_dir.join("ca.crt") {
+        Kind::Ca
+    } else if path.parent() == Some(&certs_dir.join("services")) {
+        Kind::Service
+    } else if path.parent() == Some(&certs_dir.join("domains")) {
+        Kind::DomainCa
+    } else {
+        Kind::Client
+    }
+}
+
+/// Expiry of one certificate, and for a service certificate its issuer; `Some(days left)`
+/// when it is good for [`EXPIRY_WARN_DAYS`] or more.
+fn certificate(
+    path: &Path,
+    kind: Kind,
+    home: &Path,
+    ca_subject: Option<&[u8]>,
+    now: i64,
+    r: &mut Report,
+) -> Option<i64> {
+    let shown = path
+        .strip_prefix(home)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let id = match mb_shared::tls::load_certs(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| PeerIdentity::from_der(&c[0]))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            r.warn(
+                "certs",
+                format!("{shown}: {e}"),
+                "remove the file if it is not a certificate of this broker",
+            );
+            return None;
+        }
+    };
+    let days = (id.not_after - now).div_euclid(86_400);
+    let renew = renew_fix(kind, &id, path, &shown);
+    if id.not_after <= now {
+        r.fail(
+            "certs",
+            format!("{shown} ({}) expired {} days ago", id.common_name, -days),
+            renew,
+        );
+        return None;
+    }
+    let good = if days < EXPIRY_WARN_DAYS {
+        r.warn(
+            "certs",
+            format!("{shown} ({}) expires in {days} days", id.common_name),
+            &renew,
+        );
+        None
+    } else {
+        Some(days)
+    };
+    if kind == Kind::Service
+        && let Some(ca) = ca_subject
+        && id.issuer != ca
+    {
+        r.fail(
+            "certs",
+            format!("{shown} was not signed by certs/ca.crt: the other services refuse it"),
+            renew,
+        );
+    }
+    good
+}
+
+/// How to replace a certificate of this kind.
+fn renew_fix(kind: Kind, id: &PeerIdentity, path: &Path, shown: &str) -> String {
+    match kind {
+        Kind::Ca => "the CA cannot be renewed in place: create a new one in a new home \
+                     (`mbctl --home NEW init`), re-issue every service and client \
+                     certificate from it, and switch the services over"
+            .to_owned(),
+        Kind::DomainCa => format!(
+            "create the domain's CA anew (`mbctl ca create-domain`) and re-issue its \
+             clients' certificates; see {shown}"
+        ),
+        Kind::Service => format!(
+            "remove {0} and its .key, run `mbctl init` (re-issues missing service \
+             certificates; keep the same --san), restart the service",
+            path.display()
+        ),
+        Kind::Client => {
+            let (name, domain) = id
+                .common_name
+                .split_once('.')
+                .unwrap_or((id.common_name.as_str(), "DOMAIN"));
+            format!(
+                "`mbctl cert renew {name} --domain {domain}` and hand the client the new \
+                 certificate, or delete {shown} if the client is gone"
+            )
+        }
     }
 }
 
@@ -842,107 +964,110 @@ async fn keyring(
                     ring.active_key_id()
                 ),
             );
-            let fix = |id: u32| {
-                format!(
-                    "restore a keyring that has key {id} (the key backups of ops/backup; \
-                     `ops/restore`); never `mbctl keys retire` a key that rows or entries still \
-                     use"
-                )
-            };
             match db {
                 None => r.skip("keyring", "stored rows not checked (no --mysql-url)"),
-                Some(db) => {
-                    match tokio::time::timeout(scan_timeout, mb_db::keys::rows_per_key(db)).await {
-                        Ok(Ok(rows)) => {
-                            let unknown: Vec<&(u32, u64)> =
-                                rows.iter().filter(|(k, _)| !ring.has_key(*k)).collect();
-                            for (k, n) in &unknown {
-                                r.fail(
-                                "keyring",
-                                format!(
-                                    "{n} stored row{} use{} key {k} (k{k}), which is not in the \
-                                     keyring: {} cannot be read",
-                                    if *n == 1 { "" } else { "s" },
-                                    if *n == 1 { "s" } else { "" },
-                                    if *n == 1 { "it" } else { "they" }
-                                ),
-                                fix(*k),
-                            );
-                            }
-                            if unknown.is_empty() {
-                                r.ok(
-                                    "keyring",
-                                    format!(
-                                        "every stored row's key is in the keyring ({})",
-                                        per_key(&rows)
-                                    ),
-                                );
-                            }
-                        }
-                        Ok(Err(e)) => r.fail(
-                            "keyring",
-                            format!("cannot count the stored rows per key: {e}"),
-                            "see the mysql lines above",
-                        ),
-                        Err(_) => r.warn(
-                            "keyring",
-                            format!("counting the stored rows per key took over {scan_timeout:?}"),
-                            "run again with a longer --timeout (the count reads every row)",
-                        ),
-                    }
-                }
+                Some(db) => stored_row_keys(db, &ring, scan_timeout, r).await,
             }
             match cli.redis_url.as_deref() {
                 None => r.skip("keyring", "stream entries not checked (no --redis-url)"),
-                Some(url) => match tokio::time::timeout(
-                    scan_timeout,
-                    crate::keys::stream_entries_per_key(url),
-                )
-                .await
-                {
-                    Ok(Ok(entries)) => {
-                        let unknown: Vec<(&u32, &u64)> =
-                            entries.iter().filter(|(k, _)| !ring.has_key(**k)).collect();
-                        for (k, n) in &unknown {
-                            r.fail(
-                                "keyring",
-                                format!(
-                                    "{n} stream entr{} (queued or dead letters) use{} key {k} \
-                                     (k{k}), which is not in the keyring: the store defers \
-                                     them until it has the key",
-                                    if **n == 1 { "y" } else { "ies" },
-                                    if **n == 1 { "s" } else { "" },
-                                ),
-                                fix(**k),
-                            );
-                        }
-                        if unknown.is_empty() {
-                            let list: Vec<(u32, u64)> =
-                                entries.iter().map(|(k, n)| (*k, *n)).collect();
-                            r.ok(
-                                "keyring",
-                                format!(
-                                    "every stream entry's key is in the keyring ({})",
-                                    per_key(&list)
-                                ),
-                            );
-                        }
-                    }
-                    Ok(Err(e)) => r.fail(
-                        "keyring",
-                        format!("cannot read the streams: {e}"),
-                        "see the redis lines above",
-                    ),
-                    Err(_) => r.warn(
-                        "keyring",
-                        format!("reading every stream entry took over {scan_timeout:?}"),
-                        "run again with a longer --timeout",
-                    ),
-                },
+                Some(url) => stream_entry_keys(url, &ring, scan_timeout, r).await,
             }
         }
     }
     configs(args, home, &path, r);
+}
+
+fn missing_key_fix(id: u32) -> String {
+    format!(
+        "restore a keyring that has key {id} (the key backups of ops/backup; \
+         `ops/restore`); never `mbctl keys retire` a key that rows or entries still \
+         use"
+    )
+}
+
+/// Every stored row's key id is in the keyring.
+async fn stored_row_keys(db: &mb_db::Db, ring: &Keyring, scan_timeout: Duration, r: &mut Report) {
+    match tokio::time::timeout(scan_timeout, mb_db::keys::rows_per_key(db)).await {
+        Ok(Ok(rows)) => {
+            let unknown: Vec<&(u32, u64)> =
+                rows.iter().filter(|(k, _)| !ring.has_key(*k)).collect();
+            for (k, n) in &unknown {
+                r.fail(
+                    "keyring",
+                    format!(
+                        "{n} stored row{} use{} key {k} (k{k}), which is not in the \
+                         keyring: {} cannot be read",
+                        if *n == 1 { "" } else { "s" },
+                        if *n == 1 { "s" } else { "" },
+                        if *n == 1 { "it" } else { "they" }
+                    ),
+                    missing_key_fix(*k),
+                );
+            }
+            if unknown.is_empty() {
+                r.ok(
+                    "keyring",
+                    format!(
+                        "every stored row's key is in the keyring ({})",
+                        per_key(&rows)
+                    ),
+                );
+            }
+        }
+        Ok(Err(e)) => r.fail(
+            "keyring",
+            format!("cannot count the stored rows per key: {e}"),
+            "see the mysql lines above",
+        ),
+        Err(_) => r.warn(
+            "keyring",
+            format!("counting the stored rows per key took over {scan_timeout:?}"),
+            "run again with a longer --timeout (the count reads every row)",
+        ),
+    }
+}
+
+/// Every stream entry's key id (queued and dead letters) is in the keyring.
+async fn stream_entry_keys(url: &str, ring: &Keyring, scan_timeout: Duration, r: &mut Report) {
+    match tokio::time::timeout(scan_timeout, crate::keys::stream_entries_per_key(url)).await {
+        Ok(Ok(entries)) => {
+            let unknown: Vec<(&u32, &u64)> =
+                entries.iter().filter(|(k, _)| !ring.has_key(**k)).collect();
+            for (k, n) in &unknown {
+                r.fail(
+                    "keyring",
+                    format!(
+                        "{n} stream entr{} (queued or dead letters) use{} key {k} \
+                         (k{k}), which is not in the keyring: the store defers \
+                         them until it has the key",
+                        if **n == 1 { "y" } else { "ies" },
+                        if **n == 1 { "s" } else { "" },
+                    ),
+                    missing_key_fix(**k),
+                );
+            }
+            if unknown.is_empty() {
+                let list: Vec<(u32, u64)> = entries.iter().map(|(k, n)| (*k, *n)).collect();
+                r.ok(
+                    "keyring",
+                    format!(
+                        "every stream entry's key is in the keyring ({})",
+                        per_key(&list)
+                    ),
+                );
+            }
+        }
+        Ok(Err(e)) => r.fail(
+            "keyring",
+            format!("cannot read the streams: {e}"),
+            "see the redis lines above",
+        ),
+        Err(_) => r.warn(
+            "keyring",
+            format!("reading every stream entry took over {scan_timeout:?}"),
+            "run again with a longer --timeout",
+        ),
+    }
 }
 
 fn join(ids: &[u32]) -> String {
@@ -1005,8 +1130,8 @@ fn env_file(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The keyring file of every config in `dir` that names one, with `${VAR}` expanded as the
-/// services would (the environment, then `<dir>/env`, then `MB_HOME` = `home`).
+/// The services' config files name one keyring, `own` (this mbctl's), or at least keyrings
+/// with the same keys.
 fn configs(args: &DoctorArgs, home: &Path, own: &Path, r: &mut Report) {
     let dir = match config_dir(args, home) {
         Ok(Some(d)) => d,
@@ -1026,62 +1151,7 @@ fn configs(args: &DoctorArgs, home: &Path, own: &Path, r: &mut Report) {
             return;
         }
     };
-    let env = env_file(&dir.join("env"));
-    let lookup = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .or_else(|| env.get(var).cloned())
-            .or_else(|| (var == "MB_HOME").then(|| home.display().to_string()))
-    };
-    let mut yamls: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    yamls.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
-    yamls.sort();
-    // (who, keyring path as written, resolved path)
-    let mut named: Vec<(String, PathBuf)> = Vec::new();
-    for file in yamls {
-        let who = file
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                r.warn(
-                    "keyring",
-                    format!("cannot read {}: {e}", file.display()),
-                    "run as a user that may read the configs (root or the mb group)",
-                );
-                continue;
-            }
-        };
-        let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
-            r.warn(
-                "keyring",
-                format!("{} is not YAML", file.display()),
-                format!(
-                    "the service says why: `mbctl config get {} keyring`",
-                    file.display()
-                ),
-            );
-            continue;
-        };
-        let Some(raw) = doc.get("keyring").and_then(|v| v.as_str()) else {
-            continue;
-        };
-        match mb_shared::config::expand_env(raw, lookup) {
-            Ok(p) => named.push((who, absolute(Path::new(&p)))),
-            Err(var) => r.warn(
-                "keyring",
-                format!(
-                    "{}: keyring `{raw}` needs ${{{var}}}, which is not set",
-                    file.display()
-                ),
-                "run with the services' environment: `set -a; . /etc/mb/env; set +a` (or \
-                 `. .local/env` for ops/up)",
-            ),
-        }
-    }
+    let mut named = named_keyrings(&dir, home, r);
     if named.is_empty() {
         r.skip(
             "keyring",
@@ -1095,7 +1165,96 @@ fn configs(args: &DoctorArgs, home: &Path, own: &Path, r: &mut Report) {
     for (who, p) in &named {
         by_path.entry(canon(p)).or_default().push(who.clone());
     }
-    for (p, who) in &by_path {
+    if !keyrings_exist(&by_path, r) {
+        return;
+    }
+    if by_path.len() == 1 {
+        let (p, who) = by_path.iter().next().expect("one entry");
+        r.ok(
+            "keyring",
+            format!("{} all use {}", who.join(", "), p.display()),
+        );
+        return;
+    }
+    different_keyrings(&by_path, r);
+}
+
+/// (config file name, keyring file) of every config in `dir` that names one, with `${VAR}`
+/// expanded as the services would (the environment, then `<dir>/env`, then `MB_HOME` = `home`).
+fn named_keyrings(dir: &Path, home: &Path, r: &mut Report) -> Vec<(String, PathBuf)> {
+    let env = env_file(&dir.join("env"));
+    let lookup = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .or_else(|| env.get(var).cloned())
+            .or_else(|| (var == "MB_HOME").then(|| home.display().to_string()))
+    };
+    let mut yamls: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    yamls.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+    yamls.sort();
+    let mut named: Vec<(String, PathBuf)> = Vec::new();
+    for file in yamls {
+        let who = file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Some(p) = config_keyring(&file, lookup, r) {
+            named.push((who, p));
+        }
+    }
+    named
+}
+
+/// The keyring one config file names, if it names one; a warning when it cannot be told.
+fn config_keyring(
+    file: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+    r: &mut Report,
+) -> Option<PathBuf> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            r.warn(
+                "keyring",
+                format!("cannot read {}: {e}", file.display()),
+                "run as a user that may read the configs (root or the mb group)",
+            );
+            return None;
+        }
+    };
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
+        r.warn(
+            "keyring",
+            format!("{} is not YAML", file.display()),
+            format!(
+                "the service says why: `mbctl config get {} keyring`",
+                file.display()
+            ),
+        );
+        return None;
+    };
+    let raw = doc.get("keyring").and_then(|v| v.as_str())?;
+    match mb_shared::config::expand_env(raw, lookup) {
+        Ok(p) => Some(absolute(Path::new(&p))),
+        Err(var) => {
+            r.warn(
+                "keyring",
+                format!(
+                    "{}: keyring `{raw}` needs ${{{var}}}, which is not set",
+                    file.display()
+                ),
+                "run with the services' environment: `set -a; . /etc/mb/env; set +a` (or \
+                 `. .local/env` for ops/up)",
+            );
+            None
+        }
+    }
+}
+
+/// Every named keyring file exists; a FAIL for the first that does not.
+fn keyrings_exist(by_path: &BTreeMap<PathBuf, Vec<String>>, r: &mut Report) -> bool {
+    for (p, who) in by_path {
         if !p.exists() {
             r.fail(
                 "keyring",
@@ -1108,18 +1267,14 @@ fn configs(args: &DoctorArgs, home: &Path, own: &Path, r: &mut Report) {
                 "point every service's `keyring:` at the one keyring file (under systemd \
                  /var/lib/mb/secrets/keyring.json)",
             );
-            return;
+            return false;
         }
     }
-    if by_path.len() == 1 {
-        let (p, who) = by_path.iter().next().expect("one entry");
-        r.ok(
-            "keyring",
-            format!("{} all use {}", who.join(", "), p.display()),
-        );
-        return;
-    }
-    // Different files: the same keys at least?
+    true
+}
+
+/// Several keyring files: a warning when they hold the same keys, a FAIL when they differ.
+fn different_keyrings(by_path: &BTreeMap<PathBuf, Vec<String>>, r: &mut Report) {
     let mut contents: BTreeMap<PathBuf, Result<KeyringContents, String>> = BTreeMap::new();
     for p in by_path.keys() {
         contents.insert(p.clone(), keyring_contents(p));
