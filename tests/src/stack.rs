@@ -3,6 +3,7 @@
 //! Retry timings are shortened (retry interval 1 s) so fault tests run in seconds.
 
 use crate::client::ApiClient;
+use crate::mariadb_server::MariaDbServer;
 use crate::proc::Proc;
 use crate::redis_server::RedisServer;
 use crate::testdb::TestDb;
@@ -33,6 +34,9 @@ pub struct StackOptions {
     pub start_portal: bool,
     /// Extra environment of every service, e.g. `MB_LOG_FORMAT=json`.
     pub service_env: &'static [(&'static str, &'static str)],
+    /// Run a MariaDB server of the stack's own (`Stack::mariadb`), which the test may kill,
+    /// instead of a database on the shared one.
+    pub own_mariadb: bool,
 }
 
 impl Default for StackOptions {
@@ -50,6 +54,7 @@ impl Default for StackOptions {
             store_extra: "",
             start_portal: false,
             service_env: &[],
+            own_mariadb: false,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct Stack {
     pub opts: StackOptions,
     pub redis: RedisServer,
     pub db: TestDb,
+    /// The stack's own MariaDB server, when `own_mariadb` (dropped after `db`).
+    pub mariadb: Option<MariaDbServer>,
     pub store: Proc,
     pub ingest: Proc,
     /// mb-portal, when `start_portal` (not started otherwise).
@@ -90,7 +97,14 @@ impl Stack {
         let home = init_home(&opts);
         let h = home.path().to_path_buf();
         let redis = RedisServer::start(h.join("redis")).await;
-        let db = TestDb::create().await;
+        let mariadb = match opts.own_mariadb {
+            true => Some(MariaDbServer::start(h.join("mariadb")).await),
+            false => None,
+        };
+        let db = match &mariadb {
+            Some(m) => TestDb::create_on(&m.url()).await,
+            None => TestDb::create().await,
+        };
         let ports = Ports {
             store: crate::free_port(),
             ingest: crate::free_port(),
@@ -125,6 +139,7 @@ impl Stack {
             opts: opts.clone(),
             redis,
             db,
+            mariadb,
             ingest_port: ports.ingest,
             store_port: ports.store,
             ingest_metrics_port: ports.ingest_metrics,
@@ -133,8 +148,7 @@ impl Stack {
             home,
         };
         stack.start_store().await;
-        stack.ingest.start();
-        wait_for(&mut stack.ingest, ports.ingest).await;
+        stack.start_ingest().await;
         stack.wait_ingest_ready(ports.ingest).await;
         if opts.start_deliver {
             stack.start_deliver().await;
@@ -190,6 +204,12 @@ impl Stack {
     pub async fn start_store(&mut self) {
         self.store.start();
         wait_for(&mut self.store, self.store_port).await;
+    }
+
+    /// Starts ingest (again, after `ingest.kill()`) and waits until it listens.
+    pub async fn start_ingest(&mut self) {
+        self.ingest.start();
+        wait_for(&mut self.ingest, self.ingest_port).await;
     }
 
     /// Starts one more deliver worker (its own config and metrics port); returns its index.

@@ -16,6 +16,11 @@ impl TestDb {
                  private MariaDB and sets it (mysql://user:password@127.0.0.1:port)."
             )
         });
+        Self::create_on(&server_url).await
+    }
+
+    /// A database of its own on the server at `server_url` (no database in the URL).
+    pub async fn create_on(server_url: &str) -> Self {
         let server_url = server_url.trim_end_matches('/').to_owned();
         let name = format!("mb_test_{:016x}", rand::random::<u64>());
         let admin = mysql_async::Pool::new(server_url.as_str());
