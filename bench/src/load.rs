@@ -1,9 +1,11 @@
 //! The submitting side: keep-alive mutual-TLS connections to ingest, pulling message numbers
 //! from a shared counter. HTTP/1.1: one request in flight per connection. HTTP/2 (`--http2`):
 //! `--streams` requests in flight on each connection. `--batch N`: N messages per request, to
-//! `/api/v1/messages/batch`.
+//! `/api/v1/messages/batch`. With `--timeline`, each answer is also recorded into the current
+//! interval (`timeline::Live`).
 
 use crate::Args;
+use crate::timeline::Live;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -32,6 +34,8 @@ struct Target {
     http2: bool,
     /// Messages per request (1: the single-message endpoint).
     batch: usize,
+    /// The `--timeline` interval every answer is also recorded into.
+    live: Option<Arc<Live>>,
 }
 
 /// A connection's request sender, either protocol.
@@ -66,8 +70,8 @@ impl Sender {
     }
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<Submitted> {
-    let target = Arc::new(target(args)?);
+pub async fn run(args: &Args, live: Option<Arc<Live>>) -> anyhow::Result<Submitted> {
+    let target = Arc::new(target(args, live)?);
     let next = Arc::new(AtomicUsize::new(0));
     let bar = progress(args);
     let started = Instant::now();
@@ -121,7 +125,7 @@ fn progress(args: &Args) -> indicatif::ProgressBar {
     bar
 }
 
-fn target(args: &Args) -> anyhow::Result<Target> {
+fn target(args: &Args, live: Option<Arc<Live>>) -> anyhow::Result<Target> {
     let uri: hyper::Uri = args.url.parse()?;
     let host = uri
         .host()
@@ -147,6 +151,7 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         http2: args.http2,
         batch: args.batch.max(1),
+        live,
     })
 }
 
@@ -212,8 +217,9 @@ async fn connection(
             Ok(resp) => {
                 let status = resp.status();
                 let bytes = resp.into_body().collect().await?.to_bytes();
-                out.latency_us
-                    .record(due.elapsed().as_micros().max(1) as u64)?;
+                let latency_us = due.elapsed().as_micros().max(1) as u64;
+                out.latency_us.record(latency_us)?;
+                let accepted_before = out.accepted_ids.len();
                 match status.as_u16() {
                     202 => {
                         let v: serde_json::Value = serde_json::from_slice(&bytes)?;
@@ -232,9 +238,16 @@ async fn connection(
                     }
                     _ => out.refused += count,
                 }
+                if let Some(live) = &target.live {
+                    let accepted = out.accepted_ids.len() - accepted_before;
+                    live.record(latency_us, accepted, count - accepted);
+                }
             }
             Err(_) => {
                 out.errors += count;
+                if let Some(live) = &target.live {
+                    live.add(0, count);
+                }
                 if !target.http2 {
                     sender = connect(target).await?;
                 }

@@ -6,9 +6,11 @@
 //! time so a stall is not hidden). It then waits until every accepted message is committed in
 //! MySQL, checks that none is lost or duplicated, and reports throughput, HDR-histogram
 //! latencies, and the peak RSS and CPU time of the services whose pids it is given.
+//! `--timeline FILE` also writes one CSV row per interval for soak runs (`timeline.rs`).
 
 mod load;
 mod report;
+mod timeline;
 mod verify;
 
 use clap::Parser;
@@ -64,6 +66,13 @@ pub struct Args {
     /// was submitted, so ingest is measured alone and the drain rate of the backlog after it.
     #[arg(long = "resume-after-submit")]
     pub resume_after_submit: Vec<u32>,
+    /// Write a CSV with one row per interval: accepted rate, submit and accept→row latency,
+    /// current RSS and CPU % of each `--pid` process (`ops/soak` plots it).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Seconds per `--timeline` interval.
+    #[arg(long, default_value_t = 10.0, requires = "timeline")]
+    pub timeline_every: f64,
     /// No progress bars (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -90,7 +99,18 @@ async fn main() -> anyhow::Result<()> {
         "--messages and --connections must be positive"
     );
     let cpu_before = report::sample_processes(&args.pids);
-    let submitted = load::run(&args).await?;
+    let timeline = match &args.timeline {
+        Some(path) => {
+            let every = Duration::try_from_secs_f64(args.timeline_every)?;
+            Some(timeline::Timeline::start(path, &args.pids, every)?)
+        }
+        None => None,
+    };
+    let submitted = load::run(&args, timeline.as_ref().map(timeline::Timeline::live)).await?;
+    let timeline = match timeline {
+        Some(t) => Some(t.stop().await?),
+        None => None,
+    };
     let drain_started = std::time::SystemTime::now();
     for pid in &args.resume_after_submit {
         std::process::Command::new("kill")
@@ -107,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let processes = report::sample_processes(&args.pids);
+    if let Some(t) = &timeline {
+        t.write_csv(&committed.queued)?;
+    }
     let mysql_ceiling = if args.mysql_ceiling_rows > 0 {
         Some(verify::mysql_ceiling(&args.mysql_url, args.mysql_ceiling_rows).await?)
     } else {

@@ -8,19 +8,23 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Default)]
 pub struct ProcSample {
     pub peak_rss_kib: u64,
+    /// Current RSS, for the timeline (`--timeline`).
+    pub rss_kib: u64,
     pub cpu_ticks: u64,
 }
 
-/// Peak RSS (VmHWM) and CPU ticks (utime + stime) of each named process.
+/// Peak RSS (VmHWM), current RSS (VmRSS) and CPU ticks (utime + stime) of each named process.
 pub fn sample_processes(pids: &[(String, u32)]) -> BTreeMap<String, ProcSample> {
     pids.iter()
         .map(|(name, pid)| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let peak_rss_kib = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0);
+            let kib = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0)
+            };
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // Fields after the command name (which may contain spaces) start after ')'.
             let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -29,7 +33,8 @@ pub fn sample_processes(pids: &[(String, u32)]) -> BTreeMap<String, ProcSample> 
             (
                 name.clone(),
                 ProcSample {
-                    peak_rss_kib,
+                    peak_rss_kib: kib("VmHWM:"),
+                    rss_kib: kib("VmRSS:"),
                     cpu_ticks: ticks(11) + ticks(12),
                 },
             )
@@ -52,7 +57,7 @@ fn round(x: f64, places: i32) -> f64 {
 }
 
 /// Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux).
-const TICK_HZ: f64 = 100.0;
+pub const TICK_HZ: f64 = 100.0;
 
 /// What a run measured, before it is written out.
 struct Figures<'a> {

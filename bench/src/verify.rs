@@ -16,6 +16,8 @@ pub struct Committed {
     pub elapsed: Duration,
     /// accept (queued_at) → row insert (created_at), microseconds.
     pub e2e_us: Histogram<u64>,
+    /// With `--timeline`: (queued_at in Unix ms, accept→row µs) of every row.
+    pub queued: Vec<(i64, u64)>,
 }
 
 /// `drain_started`: in burst mode, when delivery began (the end-to-end rate counts from there).
@@ -25,7 +27,10 @@ pub async fn wait_for_commits(
     drain_started: Option<std::time::SystemTime>,
     stall: Duration,
 ) -> anyhow::Result<Committed> {
-    let pool = mysql_async::Pool::new(args.mysql_url.as_str());
+    // UTC like the store's sessions, so UNIX_TIMESTAMP of its DATETIMEs compares with our clock.
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&args.mysql_url)?)
+        .init(vec!["SET time_zone = '+00:00'"]);
+    let pool = mysql_async::Pool::new(opts);
     let mut conn = pool.get_conn().await?;
     let want = submitted.accepted_ids.len() as u64;
     let bar = if args.quiet {
@@ -57,22 +62,27 @@ pub async fn wait_for_commits(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bar.finish_and_clear();
-    let rows: Vec<(String, i64, i64)> = conn
+    let rows: Vec<(String, i64, i64, i64)> = conn
         .query(
             "SELECT message_id, TIMESTAMPDIFF(MICROSECOND, queued_at, created_at), \
-             CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) FROM messages",
+             CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED), \
+             CAST(UNIX_TIMESTAMP(queued_at) * 1000 AS SIGNED) FROM messages",
         )
         .await?;
     let mut e2e_us = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut seen = HashSet::with_capacity(rows.len());
     let mut duplicates = 0;
     let mut last_commit_ms = 0;
-    for (id, us, at_ms) in &rows {
+    let mut queued = Vec::new();
+    for (id, us, at_ms, queued_ms) in &rows {
         if !seen.insert(id.as_str()) {
             duplicates += 1;
         }
         e2e_us.record((*us).max(1) as u64)?;
         last_commit_ms = last_commit_ms.max(*at_ms);
+        if args.timeline.is_some() {
+            queued.push((*queued_ms, (*us).max(1) as u64));
+        }
     }
     let lost = submitted
         .accepted_ids
@@ -91,6 +101,7 @@ pub async fn wait_for_commits(
         duplicates,
         elapsed: Duration::from_millis((last_commit_ms - first_ms).max(1) as u64),
         e2e_us,
+        queued,
     })
 }
 
