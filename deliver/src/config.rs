@@ -18,7 +18,8 @@ pub struct Config {
     /// Entries per XREADGROUP / XAUTOCLAIM and per store request.
     #[serde(default = "default_batch_size")]
     pub(crate) batch_size: usize,
-    /// Concurrent readers per domain stream in this process.
+    /// Concurrent readers per domain stream in this process; a domain's `deliver_concurrency`
+    /// in `domains.yaml` overrides it for that domain.
     #[serde(default = "default_concurrency")]
     pub(crate) concurrency: usize,
     /// How long one XREADGROUP blocks waiting for new entries.

@@ -104,7 +104,12 @@ pub async fn run(
     tracing::info!(consumer = %ctx.consumer, domains = service.domains.iter().count(), "deliver starting");
     let mut tasks = tokio::task::JoinSet::new();
     for domain in service.domains.iter() {
-        spawn_domain(&mut tasks, &ctx, domain, service.concurrency, &stop_rx);
+        let readers = service
+            .domains
+            .deliver_concurrency(domain)
+            .unwrap_or(service.concurrency);
+        tracing::info!(%domain, readers, "reading");
+        spawn_domain(&mut tasks, &ctx, domain, readers, &stop_rx);
     }
     shutdown.await;
     tracing::info!("stopping: finishing in-flight batches");

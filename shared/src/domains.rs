@@ -74,6 +74,11 @@ pub struct DomainEntry {
     /// Its key (mode 0600), needed where certificates are issued: mb-store and mbctl.
     #[serde(default)]
     pub ca_key: Option<PathBuf>,
+    /// Readers of this domain's stream in each mb-deliver process, instead of deliver's
+    /// `concurrency`: the domain's share of the store (a bulk domain gets fewer, so it cannot
+    /// crowd out the others; a latency-sensitive one more).
+    #[serde(default)]
+    pub deliver_concurrency: Option<usize>,
 }
 
 /// A domain's own certificate authority.
@@ -89,7 +94,12 @@ pub struct DomainCa {
 pub struct Domains {
     names: Vec<Domain>,
     cas: Vec<DomainCa>,
+    /// `deliver_concurrency` of the domains that set it.
+    deliver_concurrency: Vec<(Domain, usize)>,
 }
+
+/// The most readers one domain may have in one deliver process.
+pub const MAX_DELIVER_CONCURRENCY: usize = 64;
 
 impl Domains {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -97,6 +107,17 @@ impl Domains {
         let mut domains = Self::from_names(file.domains.iter().map(|d| d.name.clone()))
             .map_err(|(i, m)| ConfigError::invalid(path, &format!("domains[{i}].name"), m))?;
         for (i, entry) in file.domains.into_iter().enumerate() {
+            if let Some(n) = entry.deliver_concurrency {
+                if !(1..=MAX_DELIVER_CONCURRENCY).contains(&n) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        &format!("domains[{i}].deliver_concurrency"),
+                        format!("must be between 1 and {MAX_DELIVER_CONCURRENCY}"),
+                    ));
+                }
+                let domain = domains.names[i].clone();
+                domains.deliver_concurrency.push((domain, n));
+            }
             match (entry.ca, entry.ca_key) {
                 (Some(cert), key) => domains.cas.push(DomainCa {
                     domain: domains.names[i].clone(),
@@ -132,6 +153,7 @@ impl Domains {
         Ok(Self {
             names: out,
             cas: Vec::new(),
+            deliver_concurrency: Vec::new(),
         })
     }
 
@@ -141,6 +163,7 @@ impl Domains {
         Self {
             names: Vec::new(),
             cas: Vec::new(),
+            deliver_concurrency: Vec::new(),
         }
     }
 
@@ -151,6 +174,13 @@ impl Domains {
     /// The domains that have a CA of their own.
     pub fn own_cas(&self) -> &[DomainCa] {
         &self.cas
+    }
+
+    /// The readers per deliver process `domains.yaml` sets for `domain`, if it does.
+    pub fn deliver_concurrency(&self, domain: &Domain) -> Option<usize> {
+        self.deliver_concurrency
+            .iter()
+            .find_map(|(d, n)| (d == domain).then_some(*n))
     }
 
     pub fn own_ca(&self, domain: &Domain) -> Option<&DomainCa> {
@@ -221,5 +251,34 @@ mod tests {
                 .to_string()
                 .contains("domains[0].ca_key")
         );
+    }
+
+    #[test]
+    fn a_domain_may_set_its_deliver_concurrency_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("domains.yaml");
+        std::fs::write(
+            &path,
+            "domains:\n  - name: bulk.com\n    deliver_concurrency: 1\n  - name: b.com\n",
+        )
+        .unwrap();
+        let d = Domains::load(&path).unwrap();
+        assert_eq!(
+            d.deliver_concurrency(&Domain::parse("bulk.com").unwrap()),
+            Some(1)
+        );
+        assert_eq!(
+            d.deliver_concurrency(&Domain::parse("b.com").unwrap()),
+            None
+        );
+        for bad in ["0", "65"] {
+            std::fs::write(
+                &path,
+                format!("domains:\n  - name: a.com\n    deliver_concurrency: {bad}\n"),
+            )
+            .unwrap();
+            let err = Domains::load(&path).unwrap_err().to_string();
+            assert!(err.contains("domains[0].deliver_concurrency"), "{err}");
+        }
     }
 }

@@ -34,6 +34,9 @@ pub struct StackOptions {
     pub start_portal: bool,
     /// Extra environment of every service, e.g. `MB_LOG_FORMAT=json`.
     pub service_env: &'static [(&'static str, &'static str)],
+    /// Extra YAML lines for example.com's entry in `domains.yaml` (e.g.
+    /// `    deliver_concurrency: 1\n`).
+    pub example_com_yaml: &'static str,
     /// Run a MariaDB server of the stack's own (`Stack::mariadb`), which the test may kill,
     /// instead of a database on the shared one.
     pub own_mariadb: bool,
@@ -55,6 +58,7 @@ impl Default for StackOptions {
             start_portal: false,
             service_env: &[],
             own_mariadb: false,
+            example_com_yaml: "",
         }
     }
 }
@@ -490,7 +494,10 @@ fn init_home(opts: &StackOptions) -> tempfile::TempDir {
     }
     write(
         &h.join("domains.yaml"),
-        &format!("domains:\n  - name: {DOMAIN}\n{other}"),
+        &format!(
+            "domains:\n  - name: {DOMAIN}\n{}{other}",
+            opts.example_com_yaml
+        ),
     );
     if opts.separate_store_keyring {
         copy_private(
