@@ -6,6 +6,7 @@
 //! Everything a test starts is stopped and removed in `Drop`.
 
 pub mod client;
+pub mod haproxy;
 pub mod mariadb_server;
 pub mod proc;
 pub mod readme;

@@ -19,9 +19,16 @@ pub struct MariaDbServer {
 
 impl MariaDbServer {
     pub async fn start(dir: PathBuf) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Started with extra server options (e.g. `--log-bin` and `--server-id` for a primary).
+    pub async fn start_with(dir: PathBuf, extra: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).expect("mariadb dir");
         let user = os_user();
         let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("mariadb tmpdir");
         let install = Command::new(which("mariadb-install-db"))
             .args([
                 "--no-defaults",
@@ -29,6 +36,8 @@ impl MariaDbServer {
                 &format!("--user={user}"),
                 "--auth-root-authentication-method=socket",
                 "--skip-test-db",
+                // Its own temporary directory: bootstraps running at once in /tmp collide.
+                &format!("--tmpdir={}", tmp.display()),
             ])
             .output()
             .expect("run mariadb-install-db (apt-get install mariadb-server)");
@@ -46,19 +55,19 @@ impl MariaDbServer {
             format!("--socket={}", dir.join("mysqld.sock").display()),
             format!("--user={user}"),
             "--skip-name-resolve".into(),
+            format!("--tmpdir={}", tmp.display()),
             "--innodb-buffer-pool-size=64M".into(),
             "--max-connections=300".into(),
             "--character-set-server=utf8mb4".into(),
         ];
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(extra.iter().map(|a| (*a).to_owned()))
+            .collect();
         let mut server = Self {
             port,
             password: format!("{:032x}", rand::random::<u128>()),
-            proc: Proc::new(
-                "mariadb",
-                which("mariadbd"),
-                args.into(),
-                dir.join("mysqld.log"),
-            ),
+            proc: Proc::new("mariadb", which("mariadbd"), args, dir.join("mysqld.log")),
             dir,
         };
         server.start_again().await;
@@ -67,21 +76,49 @@ impl MariaDbServer {
              GRANT ALL PRIVILEGES ON *.* TO 'mbtest'@'127.0.0.1' WITH GRANT OPTION;",
             pw = server.password
         );
+        server.sql(&sql);
+        server
+    }
+
+    /// Runs SQL as the server's superuser (over its socket); returns what it printed
+    /// (tab-separated, no column names). Panics with the server's message on an error.
+    pub fn sql(&self, sql: &str) -> String {
         let out = Command::new(which("mariadb"))
-            .args(["--no-defaults", &format!("-u{user}")])
+            .args(["--no-defaults", &format!("-u{}", os_user()), "-N", "-B"])
             .arg(format!(
                 "--socket={}",
-                server.dir.join("mysqld.sock").display()
+                self.dir.join("mysqld.sock").display()
             ))
-            .args(["-e", &sql])
+            .args(["-e", sql])
             .output()
             .expect("run mariadb client");
         assert!(
             out.status.success(),
-            "creating the test user failed: {}",
+            "{sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        server
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Makes this (fresh) server a GTID replica of `primary` (started with `--log-bin`) from
+    /// the primary's current position on: what the primary writes from now on is replicated.
+    /// `ops/replica` does the same for a primary with data after cloning it
+    /// (`mariadb-dump --gtid`).
+    pub fn replicate_from(&self, primary: &MariaDbServer) {
+        primary.sql(&format!(
+            "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '{pw}'; \
+             GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';",
+            pw = primary.password
+        ));
+        let pos = primary.sql("SELECT @@gtid_current_pos");
+        self.sql(&format!(
+            "SET GLOBAL gtid_slave_pos = '{pos}'; \
+             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {port}, \
+             MASTER_USER = 'repl', MASTER_PASSWORD = '{pw}', MASTER_USE_GTID = slave_pos; \
+             START SLAVE;",
+            port = primary.port,
+            pw = primary.password
+        ));
     }
 
     /// The server URL (no database), as `MB_TEST_MYSQL_URL` would be.

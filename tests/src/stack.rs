@@ -34,6 +34,10 @@ pub struct StackOptions {
     pub start_portal: bool,
     /// Extra environment of every service, e.g. `MB_LOG_FORMAT=json`.
     pub service_env: &'static [(&'static str, &'static str)],
+    /// Also a MariaDB read replica (GTID replication from the stack's own primary, which then
+    /// writes a binlog), configured as the store's `read_replica` (max_lag 2s, checked every
+    /// 200ms). Implies `own_mariadb`.
+    pub read_replica: bool,
     /// Extra YAML lines for example.com's entry in `domains.yaml` (e.g.
     /// `    deliver_concurrency: 1\n`).
     pub example_com_yaml: &'static str,
@@ -58,6 +62,7 @@ impl Default for StackOptions {
             start_portal: false,
             service_env: &[],
             own_mariadb: false,
+            read_replica: false,
             example_com_yaml: "",
         }
     }
@@ -69,6 +74,8 @@ pub struct Stack {
     pub db: TestDb,
     /// The stack's own MariaDB server, when `own_mariadb` (dropped after `db`).
     pub mariadb: Option<MariaDbServer>,
+    /// Its read replica, when `read_replica`.
+    pub replica: Option<MariaDbServer>,
     pub store: Proc,
     pub ingest: Proc,
     /// mb-portal, when `start_portal` (not started otherwise).
@@ -101,9 +108,28 @@ impl Stack {
         let home = init_home(&opts);
         let h = home.path().to_path_buf();
         let redis = RedisServer::start(h.join("redis")).await;
-        let mariadb = match opts.own_mariadb {
-            true => Some(MariaDbServer::start(h.join("mariadb")).await),
-            false => None,
+        let mariadb = match (opts.own_mariadb, opts.read_replica) {
+            (_, true) => Some(
+                MariaDbServer::start_with(
+                    h.join("mariadb"),
+                    &[
+                        "--server-id=1",
+                        "--log-bin=mysql-bin",
+                        "--binlog-format=ROW",
+                    ],
+                )
+                .await,
+            ),
+            (true, false) => Some(MariaDbServer::start(h.join("mariadb")).await),
+            (false, false) => None,
+        };
+        let replica = match (&mariadb, opts.read_replica) {
+            (Some(primary), true) => {
+                let r = MariaDbServer::start_with(h.join("replica"), &["--server-id=2"]).await;
+                r.replicate_from(primary);
+                Some(r)
+            }
+            _ => None,
         };
         let db = match &mariadb {
             Some(m) => TestDb::create_on(&m.url()).await,
@@ -117,7 +143,15 @@ impl Stack {
             store_metrics: crate::free_port(),
             ingest_metrics: crate::free_port(),
         };
-        write_store_config(&h, &ports, &db.url(), &redis.url(), &opts);
+        let replica_url = replica.as_ref().map(|r| format!("{}/{}", r.url(), db.name));
+        write_store_config(
+            &h,
+            &ports,
+            &db.url(),
+            &redis.url(),
+            &opts,
+            replica_url.as_deref(),
+        );
         write_ingest_config(&h, &ports, &redis.url(), &opts);
         write_portal_config(&h, &ports);
         let service = |name: &str, bin: &str| {
@@ -144,6 +178,7 @@ impl Stack {
             redis,
             db,
             mariadb,
+            replica,
             ingest_port: ports.ingest,
             store_port: ports.store,
             ingest_metrics_port: ports.ingest_metrics,
@@ -508,7 +543,19 @@ fn init_home(opts: &StackOptions) -> tempfile::TempDir {
     home
 }
 
-fn write_store_config(h: &Path, ports: &Ports, db_url: &str, redis_url: &str, opts: &StackOptions) {
+fn write_store_config(
+    h: &Path,
+    ports: &Ports,
+    db_url: &str,
+    redis_url: &str,
+    opts: &StackOptions,
+    replica_url: Option<&str>,
+) {
+    let replica = replica_url
+        .map(|u| {
+            format!("read_replica:\n  mysql_url: {u}\n  max_lag: 2s\n  check_interval: 200ms\n")
+        })
+        .unwrap_or_default();
     let keyring = if opts.separate_store_keyring {
         "store-keyring.json"
     } else {
@@ -521,7 +568,7 @@ fn write_store_config(h: &Path, ports: &Ports, db_url: &str, redis_url: &str, op
              tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/store.crt\n  key: {h}/certs/services/store.key\n\
              keyring: {h}/secrets/{keyring}\nhmac_key: {h}/secrets/hmac.key\njwt_key: {h}/secrets/jwt.key\n\
              domains_file: {h}/domains.yaml\nredis_url: {redis_url}\n\
-             ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{}",
+             ca_cert: {h}/certs/ca.crt\nca_key: {h}/secrets/ca.key\n{replica}{}",
             ports.store,
             ports.store_metrics,
             opts.store_extra,
