@@ -13,6 +13,7 @@ mod ratelimit;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::get;
 use mb_shared::crypto::{HmacKey, LiveKeyring};
@@ -165,25 +166,39 @@ pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
                         )
                     }),
                 )
-                .layer(axum::middleware::from_fn_with_state(body, read_body)),
+                .layer(axum::middleware::from_fn_with_state(
+                    body.clone(),
+                    read_body,
+                )),
         )
-        // Unknown paths and methods answer in the API's JSON, like every other refusal.
-        .fallback(|| async {
-            mb_shared::error_body::error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such path; see /openapi.json",
-                Default::default(),
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            mb_shared::error_body::error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this path does not take that method; see /openapi.json",
-                Default::default(),
-            )
-        })
+        // Unknown paths and methods answer in the API's JSON, like every other refusal, and
+        // only once the body is read, like every other answer: answered before, hyper closes
+        // the connection on the unread body, and a client still sending sees no answer.
+        .fallback(
+            (|| async {
+                mb_shared::error_body::error_response(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such path; see /openapi.json",
+                    Default::default(),
+                )
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                body.clone(),
+                read_body,
+            )),
+        )
+        .method_not_allowed_fallback(
+            (|| async {
+                mb_shared::error_body::error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this path does not take that method; see /openapi.json",
+                    Default::default(),
+                )
+            })
+            .layer(axum::middleware::from_fn_with_state(body, read_body)),
+        )
         // The body middleware enforces the limits; extractors take what it read.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(

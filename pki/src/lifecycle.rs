@@ -243,6 +243,13 @@ impl Selector<'_> {
             Selector::Serial(s) => ("serial = ?", vec![s.to_ascii_lowercase().into()]),
         }
     }
+
+    /// Whether no certificate can be selected: serials are hex, in an ASCII column, which
+    /// MariaDB refuses to compare with a string holding anything else (error 1267, "illegal
+    /// mix of collations"), so such a serial is answered "not found" without asking.
+    fn matches_nothing(&self) -> bool {
+        matches!(self, Selector::Serial(s) if !s.is_ascii())
+    }
 }
 
 /// A change of certificate status: what it applies to, from which states, and to which.
@@ -303,6 +310,10 @@ pub async fn set_disabled(
 }
 
 async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<String>, CertError> {
+    let none = || CertError::NotFound("no matching certificate in a state that allows this".into());
+    if t.which.matches_nothing() {
+        return Err(none());
+    }
     let (which, mut params) = t.which.clause();
     let (scope, scope_param) = t.scope.clause();
     params.extend(scope_param);
@@ -318,9 +329,7 @@ async fn set_status(db: &Db, t: &Transition<'_>, actor: &str) -> Result<Vec<Stri
         )
         .await?;
     if rows.is_empty() {
-        return Err(CertError::NotFound(
-            "no matching certificate in a state that allows this".into(),
-        ));
+        return Err(none());
     }
     let revoking = t.to == ClientStatus::Revoked;
     let mut update: Vec<mysql_async::Value> = vec![t.to.into(), revoking.into(), revoking.into()];
@@ -497,6 +506,17 @@ mod tests {
         for bad in [0, -5, MAX_DAYS + 1, i64::MAX] {
             let err = check_days(bad).unwrap_err().to_string();
             assert!(err.contains("1 to 3650"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_serial_that_is_not_ascii_selects_nothing() {
+        assert!(Selector::Serial("§#").matches_nothing());
+        assert!(Selector::Serial("\u{2f9a6}").matches_nothing());
+        assert!(!Selector::Serial("0AbC").matches_nothing());
+        let d = Domain::parse("a.com").unwrap();
+        for domain in [None, Some(&d)] {
+            assert!(!Selector::Name { name: "é", domain }.matches_nothing());
         }
     }
 

@@ -34,3 +34,24 @@ pub fn error_response(
     };
     (status, axum::Json(body)).into_response()
 }
+
+/// The answer to a path no route serves: a JSON 404, like every other refusal. `hint` says
+/// where the API is described.
+pub fn no_such_path(hint: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such path; {hint}"),
+        FieldErrors::new(),
+    )
+}
+
+/// The answer to a method a path does not take: a JSON 405 (axum adds `Allow`).
+pub fn no_such_method(hint: &str) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this path does not take that method; {hint}"),
+        FieldErrors::new(),
+    )
+}

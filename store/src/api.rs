@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::auth::{Portal, PortalUser};
 use crate::error::ApiError;
 use crate::jwt::{Claims, now_secs};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_db::listing::{self, ListIn, Row};
@@ -21,7 +21,7 @@ use mb_db::users::{self, Login, User};
 use mb_shared::api::{
     LoginIn, LoginOut, MessageDetail, MessagePage, MessageView, RedisState, SessionUser,
 };
-use mb_shared::extract::ApiJson;
+use mb_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use mb_shared::message::MessageId;
 use mb_shared::status::MessageStatus;
 use mb_shared::time::from_unix_millis;
@@ -145,11 +145,11 @@ fn view(app: &AppState, r: Row) -> MessageView {
 async fn list(
     State(app): State<Arc<AppState>>,
     who: PortalUser,
-    Query(q): Query<ListIn>,
+    ApiQuery(q): ApiQuery<ListIn>,
 ) -> Result<Json<MessagePage>, ApiError> {
     let filter = q.check(&app.hmac).map_err(ApiError::Validation)?;
     let (sql, params) = listing::list_query(&who.visibility(), &filter);
-    let mut rows: Vec<Row> = app.reads.pool().get_conn().await?.exec(sql, params).await?;
+    let mut rows: Vec<Row> = app.reads.conn().await?.exec(sql, params).await?;
     let next_cursor = (rows.len() > filter.limit as usize).then(|| {
         rows.truncate(filter.limit as usize);
         rows.last()
@@ -168,14 +168,13 @@ const DEAD_SEARCH: usize = 10_000;
 async fn detail(
     State(app): State<Arc<AppState>>,
     who: PortalUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MessageDetail>, ApiError> {
     let id = MessageId::parse(&id).ok_or_else(ApiError::no_such_message)?;
     let (sql, params) = listing::detail_query(&who.visibility(), &id);
     let row: Row = app
         .reads
-        .pool()
-        .get_conn()
+        .conn()
         .await?
         .exec_first(sql, params)
         .await?

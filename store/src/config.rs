@@ -55,6 +55,31 @@ pub struct Config {
     /// Timeouts and caps of the HTTPS listener.
     #[serde(default)]
     pub(crate) limits: Limits,
+    /// A MariaDB replica for the portal's reads (`/api` lists and details); unset: the primary.
+    #[serde(default)]
+    pub(crate) read_replica: Option<ReadReplica>,
+}
+
+/// A read replica (`ops/replica` sets one up with GTID replication). Its user needs `SELECT`
+/// on the database and `SLAVE MONITOR` (to read its own replication state).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadReplica {
+    pub(crate) mysql_url: SecretString,
+    /// Reads go back to the primary while the replica is further behind than this, or while
+    /// its replication is stopped.
+    #[serde(default = "default_max_lag", with = "duration")]
+    pub(crate) max_lag: Duration,
+    /// How often the replica's state is checked.
+    #[serde(default = "default_check_interval", with = "duration")]
+    pub(crate) check_interval: Duration,
+}
+
+fn default_max_lag() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// Re-encryption of stored bodies under the active key, after `mbctl keys rotate`: rows per
@@ -153,6 +178,15 @@ impl Validate for Config {
             "keyring_reload",
             "must be positive",
         )?;
+        if let Some(r) = &self.read_replica {
+            let c = c.under("read_replica");
+            c.scheme(r.mysql_url.expose(), "mysql_url", &["mysql"])?;
+            c.that(
+                r.check_interval >= Duration::from_millis(100),
+                "check_interval",
+                "must be at least 100ms",
+            )?;
+        }
         c.under("reencrypt").that(
             (1..=10_000).contains(&self.reencrypt.batch),
             "batch",

@@ -3,12 +3,12 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mb_shared::extract::ApiJson;
+use mb_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use mb_shared::internal::{
     DELIVER_PATH, DeliverIn, DeliverOut, Delivery, FAILED_PATH, FailedIn, ItemResult, Outcome,
     StatusOut,
@@ -254,8 +254,8 @@ struct StatusQuery {
 
 async fn status(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(q): Query<StatusQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<Json<StatusOut>, ApiError> {
     let id = MessageId::parse(&id).ok_or_else(ApiError::no_such_message)?;
     crate::messages::status(&app.db, &id, &ClientId(q.client_id))

@@ -16,6 +16,7 @@ mod jwt;
 mod messages;
 mod metrics;
 mod reencrypt;
+mod replica;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -25,6 +26,7 @@ use mb_db::users::Throttle;
 use mb_pki::authorities::Authorities;
 use mb_shared::crypto::{HmacKey, LiveKeyring};
 use mb_shared::domains::Domains;
+use mb_shared::error_body::{no_such_method, no_such_path};
 use mb_shared::server::body::{BodyLimit, read_body};
 use mb_shared::server::{HttpsListener, Limits, ListenerMetrics};
 use std::sync::Arc;
@@ -34,8 +36,8 @@ use tokio::net::TcpListener;
 pub(crate) struct AppState {
     /// The primary: every write, and reads that must see the latest writes.
     pub(crate) db: Db,
-    /// Where the portal's lists and details are read (the primary here).
-    pub(crate) reads: Db,
+    /// Where the portal's lists and details are read: the read replica while it keeps up.
+    pub(crate) reads: Arc<replica::Reads>,
     pub(crate) redis: redis::aio::ConnectionManager,
     pub(crate) cas: Authorities,
     pub(crate) access: access::AccessCache,
@@ -85,9 +87,15 @@ impl Service {
             max_address_failures: cfg.login.max_address_failures,
             lockout: cfg.login.lockout,
         };
+        let reads = replica::Reads::new(
+            db.clone(),
+            cfg.read_replica.as_ref(),
+            messages::STATEMENT_CACHE,
+            &mut registry,
+        )?;
         Ok(Self {
             state: Arc::new(AppState {
-                reads: db.clone(),
+                reads: Arc::new(reads),
                 db,
                 redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
                 cas,
@@ -116,6 +124,8 @@ impl Service {
 const INTERNAL_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Largest request body anywhere else (admin requests are small JSON documents).
 const ADMIN_BODY_BYTES: usize = 64 * 1024;
+/// Where a caller who asked for a path or method the store does not serve can look.
+const DESCRIBED: &str = "/admin and /api are described in docs/openapi/store.json";
 
 fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> Router {
     let body = |max_bytes| {
@@ -133,8 +143,18 @@ fn router(state: Arc<AppState>, limits: &Limits, metrics: &ListenerMetrics) -> R
         .route("/crl", get(access::crl))
         .merge(admin::router())
         .merge(api::router())
+        // Unknown paths and methods answer in the API's JSON, like every other refusal, and
+        // only once the body is read, like every other answer (see `read_body`): answered
+        // before, hyper closes the connection on the unread body, which resets it under a
+        // client still sending, and that client sees no answer at all.
+        .fallback(|| async { no_such_path(DESCRIBED) })
+        .method_not_allowed_fallback(|| async { no_such_method(DESCRIBED) })
         .layer(body(ADMIN_BODY_BYTES))
-        .merge(internal::router().layer(body(INTERNAL_BODY_BYTES)))
+        .merge(
+            internal::router()
+                .method_not_allowed_fallback(|| async { no_such_method(DESCRIBED) })
+                .layer(body(INTERNAL_BODY_BYTES)),
+        )
         // The body middleware enforces the limits; extractors take what it read.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(
@@ -155,6 +175,7 @@ pub async fn run(
     let expiry = tokio::spawn(metrics::watch_certificate_expiry(service.state.clone()));
     service.state.keyring.spawn_watch(service.keyring_reload);
     let reencrypt = tokio::spawn(reencrypt::run(service.state.clone(), service.reencrypt));
+    let replica = tokio::spawn(service.state.reads.clone().watch());
     let tls = Arc::new(ArcSwap::from_pointee(service.tls));
     let app = router(
         service.state.clone(),
@@ -173,6 +194,7 @@ pub async fn run(
     .await;
     expiry.abort();
     reencrypt.abort();
+    replica.abort();
     metrics.stop().await;
     service.state.db.close().await;
     Ok(())

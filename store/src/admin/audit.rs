@@ -4,10 +4,11 @@
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use mb_shared::api::{AuditPage, AuditRecord};
+use mb_shared::extract::ApiQuery;
 use mysql_async::prelude::*;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ struct PageIn {
 async fn list(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Query(page): Query<PageIn>,
+    ApiQuery(page): ApiQuery<PageIn>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let mut params: Vec<mysql_async::Value> = vec![page.before.unwrap_or(u64::MAX).into()];

@@ -5,11 +5,12 @@
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_shared::api::DeadLetter;
 use mb_shared::domains::Domain;
+use mb_shared::extract::ApiPath;
 use mb_shared::streams::{self, DomainStats};
 use std::sync::Arc;
 
@@ -48,7 +49,7 @@ fn managed(app: &AppState, admin: &Admin, domain: &str) -> Result<Domain, ApiErr
 async fn dead_letters(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let domain = managed(&app, &admin, &domain)?;
     let mut con = app.redis.clone();
@@ -81,7 +82,7 @@ async fn dead_letters(
 async fn redrive(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let domain = managed(&app, &admin, &domain)?;
     let mut con = app.redis.clone();

@@ -5,13 +5,13 @@
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mb_db::users::{self, Change, Profile, User};
 use mb_shared::api::{CreateUserIn, PasswordIn, ProfileIn};
-use mb_shared::extract::ApiJson;
+use mb_shared::extract::{ApiJson, ApiPath};
 use std::sync::Arc;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -80,7 +80,7 @@ async fn apply(
 async fn disable(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     apply(&app, &admin, &name, Change::Disable).await
 }
@@ -88,7 +88,7 @@ async fn disable(
 async fn enable(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     apply(&app, &admin, &name, Change::Enable).await
 }
@@ -96,7 +96,7 @@ async fn enable(
 async fn password(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<PasswordIn>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     apply(&app, &admin, &name, Change::Password(&req.password)).await
@@ -105,7 +105,7 @@ async fn password(
 async fn profile(
     State(app): State<Arc<AppState>>,
     admin: Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<ProfileIn>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = checked(req, &app, &admin)?;
