@@ -22,6 +22,11 @@ pub enum CaError {
     },
     #[error(transparent)]
     Secret(#[from] mb_shared::secret::SecretError),
+    #[error("CA `{subject}` cannot sign: {reason}")]
+    UnusableSubject {
+        subject: String,
+        reason: &'static str,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -106,10 +111,58 @@ impl Ca {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
         let cert_pem = std::fs::read_to_string(cert_path).map_err(io_err(cert_path))?;
         let key_pem = mb_shared::secret::read_private_file(key_path)?;
-        let key = KeyPair::from_pem(&String::from_utf8_lossy(&key_pem))?;
-        Ok(Self {
-            issuer: Issuer::from_ca_cert_pem(&cert_pem, key)?,
-        })
+        Self::from_pem(&cert_pem, &String::from_utf8_lossy(&key_pem))
+    }
+
+    /// A CA from its certificate and private key, both PEM: what [`Ca::load`] reads from its
+    /// files. The fuzz targets (`fuzz/`) call it on arbitrary certificates.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let ca = Self {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+        };
+        ca.check_subject(cert_pem)?;
+        Ok(ca)
+    }
+
+    /// rcgen does not copy the CA's subject into what it signs: it parses the name and writes
+    /// it again. Some names cannot be written (an attribute type whose object identifier has no
+    /// DER encoding, on which rcgen panics), and some do not survive (an attribute type used
+    /// twice, as in `DC=example, DC=com`, keeps only its last value): a certificate or CRL whose
+    /// issuer is not the CA's subject byte for byte belongs to no CA, so its clients would not
+    /// chain and its revocations would not apply. Such a CA is refused when it is loaded, not
+    /// found out when it signs. (Both found by the `certificate` fuzz target.)
+    fn check_subject(&self, cert_pem: &str) -> Result<(), CaError> {
+        fn unparseable<E>(_: E) -> rcgen::Error {
+            rcgen::Error::CouldNotParseCertificate
+        }
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(unparseable)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).map_err(unparseable)?;
+        let unusable = |reason| CaError::UnusableSubject {
+            subject: cert.subject().to_string(),
+            reason,
+        };
+        // What yasna, rcgen's DER writer, asserts of an object identifier.
+        let writable = |attr: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+            let arcs: Option<Vec<u64>> = attr.attr_type().iter().map(Iterator::collect);
+            matches!(arcs.as_deref(), Some(&[a, b, ..]) if a < 3 && (a == 2 || b < 40) && b < u64::MAX - 80)
+        };
+        if !cert.subject().iter_attributes().all(writable) {
+            return Err(unusable(
+                "an attribute type of its subject is not an object identifier that can be written",
+            ));
+        }
+        let probe = CertificateParams::default().signed_by(self.issuer.key(), &self.issuer)?;
+        let (_, probe) = x509_parser::parse_x509_certificate(probe.der()).map_err(unparseable)?;
+        if probe.issuer().as_raw() != cert.subject().as_raw() {
+            return Err(unusable(
+                "what it signs would name another issuer, as its subject cannot be written again \
+                 as it is (an attribute type used twice, such as DC=example, DC=com?), so its \
+                 certificates would not chain to it; use a CA whose subject names each attribute once",
+            ));
+        }
+        Ok(())
     }
 
     /// Issues a certificate for `common_name`, valid `days` days from now.

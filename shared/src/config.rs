@@ -214,7 +214,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("invalid duration unit `{other}` in `{text}`")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // Not `from_secs_f64`, which panics beyond u64::MAX seconds (found by the `config` fuzz
+    // target): a config file must not be able to crash a service at startup.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration `{text}` is too long"))
 }
 
 /// TLS material of a service: the CA that signs peers, and the service's own certificate.
@@ -248,6 +250,8 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("9999999999999999h").is_err());
     }
 
     #[derive(Debug, serde::Deserialize)]

@@ -53,23 +53,32 @@ impl std::fmt::Debug for Keyring {
 impl Keyring {
     pub fn load(path: &Path) -> Result<Self, CryptoError> {
         let raw = read_private_file(path)?;
-        let invalid = |reason: &str| SecretError::Invalid {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        };
+        Self::from_json(&raw).map_err(|reason| {
+            SecretError::Invalid {
+                path: path.to_owned(),
+                reason,
+            }
+            .into()
+        })
+    }
+
+    /// A keyring from the contents of a keyring file (the JSON in the module docs); the error
+    /// says what is wrong with it. [`Keyring::load`] reads the file, refusing one that others
+    /// can read, and calls this; the fuzz targets (`fuzz/`) call it on arbitrary bytes.
+    pub fn from_json(raw: &[u8]) -> Result<Self, String> {
         let file: KeyringFile =
-            serde_json::from_slice(&raw).map_err(|e| invalid(&format!("not keyring JSON: {e}")))?;
+            serde_json::from_slice(raw).map_err(|e| format!("not keyring JSON: {e}"))?;
         let mut ciphers = BTreeMap::new();
         for (id, b64) in &file.keys {
             let key = B64
                 .decode(b64)
-                .map_err(|_| invalid(&format!("key {id} is not base64")))?;
+                .map_err(|_| format!("key {id} is not base64"))?;
             let cipher = Aes256GcmSiv::new_from_slice(&key)
-                .map_err(|_| invalid(&format!("key {id} must be 32 bytes")))?;
+                .map_err(|_| format!("key {id} must be 32 bytes"))?;
             ciphers.insert(*id, cipher);
         }
         if !ciphers.contains_key(&file.active) {
-            return Err(invalid(&format!("active key {} is not in keys", file.active)).into());
+            return Err(format!("active key {} is not in keys", file.active));
         }
         Ok(Self {
             active: file.active,

@@ -1,0 +1,7 @@
+//! `cargo fuzz run config`: see `harness::config`.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config(data));
