@@ -1,6 +1,6 @@
 //! The chaos run (`ops/chaos`; `ops/test` runs a 60 s version): clients submit at a steady
-//! rate from many connections while, on a schedule, deliver, store, ingest, Redis and MariaDB
-//! are each killed with SIGKILL and restarted. Then the pipeline drains and the books are
+//! rate from many connections while, on a schedule, deliver, store, ingest, Redis, MariaDB and
+//! its read replica are each killed with SIGKILL and restarted. Then the pipeline drains and the books are
 //! checked: every acknowledged message is exactly one delivered row; rows that no 202 names
 //! can only come from requests whose outcome stayed unknown; nothing is left in a pending list
 //! or the dead-letter stream. One JSON line reports it.
@@ -23,7 +23,7 @@ const CONNECTIONS: usize = 16;
 /// How long a client keeps repeating an unsettled request after the load phase ended.
 const SETTLE_GRACE: Duration = Duration::from_secs(60);
 /// The components, in the order the schedule kills them.
-const VICTIMS: [&str; 5] = ["deliver", "store", "ingest", "redis", "mariadb"];
+const VICTIMS: [&str; 6] = ["deliver", "store", "ingest", "redis", "mariadb", "replica"];
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -130,6 +130,7 @@ async fn kill_and_restart(stack: &mut Stack, victim: &str, down: Duration) {
         "ingest" => stack.ingest.kill(),
         "redis" => stack.redis.kill(),
         "mariadb" => stack.mariadb.as_mut().expect("own MariaDB").kill(),
+        "replica" => stack.replica.as_mut().expect("read replica").kill(),
         _ => unreachable!("unknown victim {victim}"),
     }
     tokio::time::sleep(down).await;
@@ -143,6 +144,14 @@ async fn kill_and_restart(stack: &mut Stack, victim: &str, down: Duration) {
                 .mariadb
                 .as_mut()
                 .expect("own MariaDB")
+                .start_again()
+                .await
+        }
+        "replica" => {
+            stack
+                .replica
+                .as_mut()
+                .expect("read replica")
                 .start_again()
                 .await
         }
@@ -166,6 +175,8 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
     assert!(seconds >= 10, "MB_CHAOS_SECONDS must be at least 10");
     let mut stack = Stack::start(StackOptions {
         own_mariadb: true,
+        // The store reads the portal's pages from a replica, which is killed in turn too.
+        read_replica: true,
         // Outages are short; an entry is retried through all of them (an unreachable store
         // never dead-letters, and a refusal does not happen here).
         max_attempts: 1000,
@@ -238,6 +249,16 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
         + (books.acked.len() - acked.len()) as u64
         + extra.saturating_sub(books.unsettled);
     let not_delivered = rows.iter().filter(|(_, s)| s != "delivered").count() as u64;
+    // The replica, killed and restarted, resumed replication and holds every row.
+    let db_name = stack.db.name.clone();
+    let replica_rows = eventually(Duration::from_secs(60), "the replica to catch up", || {
+        let sql = format!("SELECT COUNT(*) FROM {db_name}.messages");
+        let replica = stack.replica.as_ref().expect("read replica");
+        let want = rows.len().to_string();
+        let got = replica.sql(&sql);
+        async move { (got == want).then_some(got) }
+    })
+    .await;
     let pending = stack.stream_state().await.1;
     let dead = stream_len(&stack, &stack.dead_key()).await;
 
@@ -257,6 +278,7 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
         "not_delivered": not_delivered,
         "pending": pending,
         "dead_letters": dead,
+        "replica_rows": replica_rows.parse::<u64>().unwrap_or(0),
         "load_seconds": (load_seconds * 10.0).round() / 10.0,
         "drain_seconds": (drain_seconds * 10.0).round() / 10.0,
     });
