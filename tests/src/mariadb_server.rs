@@ -102,8 +102,7 @@ impl MariaDbServer {
 
     /// Makes this (fresh) server a GTID replica of `primary` (started with `--log-bin`) from
     /// the primary's current position on: what the primary writes from now on is replicated.
-    /// `ops/replica` does the same for a primary with data after cloning it
-    /// (`mariadb-dump --gtid`).
+    /// (A primary that already holds data would be cloned first, with `mariadb-dump --gtid`.)
     pub fn replicate_from(&self, primary: &MariaDbServer) {
         primary.sql(&format!(
             "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '{pw}'; \
