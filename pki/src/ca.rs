@@ -289,6 +289,17 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_whose_subject_repeats_an_attribute_is_refused_when_loaded() {
+        // DC=com, DC=example, CN=Example Issuing CA: rcgen would write DC=example only.
+        let cert =
+            include_str!("../../fuzz/regressions/certificate/ca-two-dc-issuer-not-its-subject.pem");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let err = Ca::from_pem(cert, &key.serialize_pem()).err().unwrap();
+        assert!(matches!(err, CaError::UnusableSubject { .. }), "{err}");
+        assert!(err.to_string().contains("DC=example"), "{err}");
+    }
+
+    #[test]
     fn issues_end_entity_certificates_of_each_profile_under_a_path_length_zero_ca() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::create(
