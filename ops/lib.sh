@@ -123,10 +123,57 @@ start_redis() {
   wait_port 127.0.0.1 "$2" 20 redis
 }
 
+# start_redis_cluster DIR PORT...: six nodes (redis.conf + redis/cluster/cluster.conf) with data
+# in DIR/node-PORT, made into a cluster of 3 masters with one replica each; waits until every
+# master has its replica online (min-replicas-to-write refuses writes before). Prints the
+# services' redis_url. Stop the nodes with stop_pidfile DIR/node-*/redis.pid.
+start_redis_cluster() {
+  local dir="$1" p i ok
+  shift
+  [ "$#" -eq 6 ] || die "start_redis_cluster needs six ports"
+  local seeds=() addrs=()
+  for p in "$@"; do
+    mkdir -p "$dir/node-$p"
+    redis-server "$MB_ROOT/redis/redis.conf" --include "$MB_ROOT/redis/cluster/cluster.conf" \
+      --port "$p" --cluster-port "$(free_port)" --dir "$dir/node-$p" --daemonize yes \
+      --pidfile "$dir/node-$p/redis.pid" --logfile "$dir/node-$p/redis.log"
+    wait_port 127.0.0.1 "$p" 20 "redis node $p"
+    addrs+=("127.0.0.1:$p")
+    seeds+=("127.0.0.1:$p")
+  done
+  # An existing cluster (a restart) keeps its nodes.conf; only a new one is created.
+  if [[ "$(redis-cli -p "$1" CLUSTER INFO)" != *cluster_known_nodes:6* ]]; then
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 ||
+      { cat "$dir/create.log" >&2; die "redis-cli --cluster create failed"; }
+  fi
+  for ((i = 0; i < 600; i++)); do
+    ok=0
+    for p in "$@"; do
+      local info
+      info="$(redis-cli -p "$p" INFO replication 2>/dev/null; redis-cli -p "$p" CLUSTER INFO 2>/dev/null)"
+      case "$info" in *cluster_state:ok*) ;; *) continue ;; esac
+      case "$info" in
+        *role:master*) case "$info" in *slave0:*state=online*) ok=$((ok + 1)) ;; esac ;;
+        *) ok=$((ok + 1)) ;;
+      esac
+    done
+    [ "$ok" -eq 6 ] && break
+    sleep 0.1
+  done
+  [ "$ok" -eq 6 ] || die "the redis cluster in $dir did not become ready (see $dir/node-*/redis.log)"
+  local IFS=,
+  echo "redis+cluster://${seeds[*]}"
+}
+
 # start_mariadb DIR PORT: a private MariaDB with data in DIR/data (initialised on first use).
+# MB_MYSQL_BINLOG=1: with a binary log (--server-id=1 --log-bin=mysql-bin --binlog-format=ROW),
+# which a read replica (ops/replica) needs; off by default, so the benchmark pays for none.
 start_mariadb() {
-  local dir="$1" port="$2" user
+  local dir="$1" port="$2" user binlog=()
   user="$(id -un)"
+  if [ "${MB_MYSQL_BINLOG:-0}" = 1 ]; then
+    binlog=(--server-id=1 --log-bin=mysql-bin --binlog-format=ROW)
+  fi
   mkdir -p "$dir"
   if [ ! -d "$dir/data/mysql" ]; then
     mariadb-install-db --no-defaults --datadir="$dir/data" --user="$user" \
@@ -137,7 +184,7 @@ start_mariadb() {
     --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/mysqld.log" \
     --user="$user" --skip-name-resolve --innodb-buffer-pool-size=256M \
     --innodb-log-file-size=256M --max-connections=500 --character-set-server=utf8mb4 \
-    >/dev/null 2>&1 &
+    ${binlog[@]+"${binlog[@]}"} >/dev/null 2>&1 &
   local i
   for ((i = 0; i < 300; i++)); do
     [ -S "$dir/mysqld.sock" ] && mariadb --no-defaults -u"$user" --socket="$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0

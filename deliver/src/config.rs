@@ -96,7 +96,11 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self, c: &Check<'_>) -> Result<(), ConfigError> {
-        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.scheme(
+            &self.redis_url,
+            "redis_url",
+            &["redis", "rediss", "redis+cluster", "rediss+cluster"],
+        )?;
         c.scheme(&self.store_url, "store_url", &["https"])?;
         c.that(
             (1..=1000).contains(&self.batch_size),

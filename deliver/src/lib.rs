@@ -22,9 +22,9 @@ use tokio::sync::watch;
 /// What every task of the worker shares.
 pub(crate) struct Ctx {
     pub(crate) consumer: String,
-    pub(crate) redis_client: redis::Client,
+    pub(crate) redis: mb_shared::redis_conn::RedisTarget,
     /// Multiplexed connection for everything that does not block.
-    pub(crate) ctl: redis::aio::ConnectionManager,
+    pub(crate) ctl: mb_shared::redis_conn::RedisConn,
     pub(crate) store: InternalClient,
     pub(crate) dead_script: redis::Script,
     pub(crate) janitor_script: redis::Script,
@@ -65,7 +65,7 @@ impl Service {
         let metrics = metrics::Metrics::register(&mut registry);
         let ctx = Ctx {
             consumer: consumer_name(),
-            redis_client: redis::Client::open(cfg.redis_url.as_str())?,
+            redis: mb_shared::redis_conn::RedisTarget::parse(&cfg.redis_url)?,
             ctl: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
             store: InternalClient::new(&cfg.store_url, tls, cfg.store_timeout),
             dead_script: redis::Script::new(mb_shared::streams::DEAD_LETTER),

@@ -6,9 +6,9 @@ use crate::Ctx;
 use crate::backoff::Backoff;
 use crate::batch::{self, Pending};
 use mb_shared::domains::Domain;
+use mb_shared::redis_conn::{RedisConn, Timeouts};
 use mb_shared::streams::{self, GROUP};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -49,7 +49,7 @@ struct Reader<'a> {
     ctx: &'a Ctx,
     domain: &'a Domain,
     key: String,
-    con: Option<MultiplexedConnection>,
+    con: Option<RedisConn>,
     opts: StreamReadOptions,
     /// A blocked read returns within `block`; anything far longer means a dead connection.
     deadline: std::time::Duration,
@@ -115,12 +115,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-async fn connect(ctx: &Ctx) -> redis::RedisResult<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(ctx.redis_timeout))
-        .set_response_timeout(None);
-    ctx.redis_client
-        .get_multiplexed_async_connection_with_config(&config)
+async fn connect(ctx: &Ctx) -> redis::RedisResult<RedisConn> {
+    ctx.redis
+        .connect(Timeouts {
+            connect: ctx.redis_timeout,
+            response: None,
+        })
         .await
 }
 

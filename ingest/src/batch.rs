@@ -275,6 +275,7 @@ async fn append_all(
         replies = pipeline(app, &stream, items, entries).await;
     }
     let replies = replies.map_err(|e| write_error(e, keyed))?;
+    crate::messages::wait_for_replicas(app, &caller.domain, keyed).await?;
     let mut accepted = 0;
     for ((it, entry), reply) in items.iter().zip(entries).zip(replies) {
         let out = MessageOut {

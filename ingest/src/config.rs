@@ -45,6 +45,13 @@ pub struct Config {
     pub(crate) idempotency_ttl: Duration,
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub redis_timeout: Duration,
+    /// Answer 202 only once this many Redis replicas hold the message (`WAIT`); 0 = once the
+    /// master has it. See docs/operations.md, "What a 202 promises".
+    #[serde(default)]
+    pub(crate) redis_wait_replicas: u32,
+    /// How long `WAIT` may take before the answer is 503 `outcome_unknown`.
+    #[serde(default = "default_redis_wait_timeout", with = "duration")]
+    pub(crate) redis_wait_timeout: Duration,
     #[serde(default = "default_store_timeout", with = "duration")]
     pub(crate) store_timeout: Duration,
     /// How often to fetch revocations (CRL, disabled clients) from the store.
@@ -83,6 +90,10 @@ fn default_max_stream_len() -> u64 {
 fn default_idempotency_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_redis_wait_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
 fn default_redis_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -98,7 +109,11 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self, c: &Check<'_>) -> Result<(), ConfigError> {
-        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.scheme(
+            &self.redis_url,
+            "redis_url",
+            &["redis", "rediss", "redis+cluster", "rediss+cluster"],
+        )?;
         c.scheme(&self.store_url, "store_url", &["https"])?;
         c.that(
             !self.keyring_reload.is_zero(),
@@ -129,6 +144,11 @@ impl Validate for Config {
             !self.redis_timeout.is_zero(),
             "redis_timeout",
             "must be positive",
+        )?;
+        c.that(
+            self.redis_wait_replicas == 0 || self.redis_wait_timeout < self.redis_timeout,
+            "redis_wait_timeout",
+            "must be shorter than redis_timeout (the WAIT itself must be answered in time)",
         )?;
         c.that(
             self.revocation_poll >= Duration::from_millis(100),

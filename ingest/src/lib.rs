@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) struct AppState {
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: mb_shared::redis_conn::RedisConn,
     pub(crate) submit_script: redis::Script,
     pub(crate) store: InternalClient,
     pub(crate) keyring: Arc<LiveKeyring>,
@@ -42,6 +42,9 @@ pub(crate) struct AppState {
     pub(crate) access: access::AccessControl,
     pub(crate) rate_limiter: ratelimit::RateLimiter,
     pub(crate) idempotency_ttl_secs: u64,
+    /// `WAIT` for this many replicas before a 202 (0: do not wait), up to `wait_timeout`.
+    pub(crate) wait_replicas: u32,
+    pub(crate) wait_timeout: std::time::Duration,
 }
 
 /// Everything `run` needs, loaded and checked before any listener is bound.
@@ -93,6 +96,8 @@ impl Service {
             max_batch_messages: cfg.max_batch_messages,
             max_batch_body_bytes: cfg.max_batch_body_bytes,
             idempotency_ttl_secs: cfg.idempotency_ttl.as_secs(),
+            wait_replicas: cfg.redis_wait_replicas,
+            wait_timeout: cfg.redis_wait_timeout,
         };
         Ok(Self {
             state: Arc::new(state),

@@ -190,9 +190,44 @@ async fn append(
             }
         }
     }
+    wait_for_replicas(app, &caller.domain, idempotency.is_some()).await?;
     app.metrics.accepted.inc();
     tracing::debug!(message_id = %entry.message_id, domain = %caller.domain, "accepted");
     Ok(out)
+}
+
+/// With `redis_wait_replicas`, a write counts only once that many replicas hold it: a master
+/// that dies after the 202 cannot take the message with it. When they do not confirm within
+/// `redis_wait_timeout` the message is in the stream but may not survive a failover, so the
+/// answer is "outcome unknown", not "accepted".
+pub(crate) async fn wait_for_replicas(
+    app: &AppState,
+    domain: &mb_shared::domains::Domain,
+    keyed: bool,
+) -> Result<(), ApiError> {
+    if app.wait_replicas == 0 {
+        return Ok(());
+    }
+    let mut con = app.redis.clone();
+    let got = con
+        .wait_replicas(
+            &streams::stream_key(domain),
+            app.wait_replicas,
+            app.wait_timeout,
+        )
+        .await
+        .map_err(|source| ApiError::OutcomeUnknown { source, keyed })?;
+    if got < app.wait_replicas {
+        app.metrics.not_replicated.inc();
+        return Err(ApiError::OutcomeUnknown {
+            source: redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "fewer replicas than redis_wait_replicas confirmed the write in time",
+            )),
+            keyed,
+        });
+    }
+    Ok(())
 }
 
 /// A failed write to Redis. An error reply or a refused connection means nothing was applied;

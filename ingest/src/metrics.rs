@@ -16,6 +16,7 @@ pub(crate) struct Metrics {
     pub(crate) responses: Family<StatusLabel, Counter>,
     pub(crate) submit_seconds: Histogram,
     pub(crate) rate_limited: Counter,
+    pub(crate) not_replicated: Counter,
     pub(crate) batch_responses: Family<StatusLabel, Counter>,
     pub(crate) batch_seconds: Histogram,
     pub(crate) batch_messages: Histogram,
@@ -28,6 +29,7 @@ impl Metrics {
             responses: Family::default(),
             submit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             rate_limited: Counter::default(),
+            not_replicated: Counter::default(),
             batch_responses: Family::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -51,6 +53,12 @@ impl Metrics {
             "rate_limited",
             "Messages refused by a per-client rate limit (429), single or in a batch",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "not_replicated",
+            "Writes (a message or a batch) answered 503 because fewer than redis_wait_replicas \
+             replicas confirmed them within redis_wait_timeout",
+            m.not_replicated.clone(),
         );
         r.register(
             "messages_accepted",

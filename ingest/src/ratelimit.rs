@@ -121,7 +121,7 @@ impl RateLimiter {
     /// Takes one request from the client's allowance in `bucket`.
     pub(crate) async fn check(
         &self,
-        redis: &redis::aio::ConnectionManager,
+        redis: &mb_shared::redis_conn::RedisConn,
         caller: &Caller,
         bucket: Bucket,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
@@ -133,7 +133,7 @@ impl RateLimiter {
     /// its messages, not one request): how many it may send now, and how long the rest wait.
     pub(crate) async fn take(
         &self,
-        redis: &redis::aio::ConnectionManager,
+        redis: &mb_shared::redis_conn::RedisConn,
         caller: &Caller,
         bucket: Bucket,
         want: u64,

@@ -26,7 +26,7 @@ fn parse(d: &str) -> anyhow::Result<Domain> {
     Domain::parse(d).map_err(anyhow::Error::msg)
 }
 
-async fn list(con: &mut redis::aio::MultiplexedConnection, domain: &Domain) -> anyhow::Result<()> {
+async fn list(con: &mut mb_shared::redis_conn::RedisConn, domain: &Domain) -> anyhow::Result<()> {
     let reply: StreamRangeReply = con.xrange_all(streams::dead_key(domain)).await?;
     println!(
         "{:<20} {:<36} {:>8} {:<24} ERROR",
@@ -54,7 +54,7 @@ async fn list(con: &mut redis::aio::MultiplexedConnection, domain: &Domain) -> a
 /// Moves the dead letters back, then marks their rows `queued` again (they were `failed`).
 async fn redrive(
     cli: &crate::cli::Cli,
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut mb_shared::redis_conn::RedisConn,
     domain: &Domain,
 ) -> anyhow::Result<()> {
     let db = cli.db()?;

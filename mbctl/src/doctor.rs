@@ -323,7 +323,7 @@ async fn redis_reachable(
     shown: &str,
     timeout: Duration,
     r: &mut Report,
-) -> Option<redis::aio::MultiplexedConnection> {
+) -> Option<mb_shared::redis_conn::RedisConn> {
     match healthcheck::redis_connect(url, timeout).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -339,7 +339,7 @@ async fn redis_reachable(
 }
 
 async fn redis_info(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut mb_shared::redis_conn::RedisConn,
     shown: &str,
     timeout: Duration,
     r: &mut Report,
@@ -434,7 +434,7 @@ fn redis_eviction(fields: &BTreeMap<&str, &str>, r: &mut Report) {
 }
 
 async fn redis_clock(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut mb_shared::redis_conn::RedisConn,
     timeout: Duration,
     r: &mut Report,
 ) {

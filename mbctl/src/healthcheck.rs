@@ -13,6 +13,7 @@
 use crate::cli::Cli;
 use mb_shared::config::TlsFiles;
 use mb_shared::internal::InternalClient;
+use mb_shared::redis_conn::{RedisTarget, Timeouts};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -382,9 +383,19 @@ pub async fn probe_metrics(url: &str, timeout: Duration) -> Result<String, Strin
 pub async fn redis_connect(
     url: &str,
     timeout: Duration,
-) -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+) -> Result<mb_shared::redis_conn::RedisConn, String> {
+    // One node of a cluster: INFO, TIME and PING answer for that node.
+    let target = RedisTarget::parse(url).map_err(|e| e.to_string())?;
+    let t = Timeouts {
+        connect: timeout,
+        response: Some(timeout),
+    };
+    let first_master = async {
+        target.masters(t).await?.into_iter().next().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "the cluster has no master"))
+        })
+    };
+    tokio::time::timeout(timeout, first_master)
         .await
         .map_err(|_| format!("no connection within {timeout:?}"))?
         .map_err(|e| e.to_string())
@@ -392,7 +403,7 @@ pub async fn redis_connect(
 
 /// One Redis command with a deadline.
 pub async fn redis_query<T: redis::FromRedisValue>(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut mb_shared::redis_conn::RedisConn,
     cmd: &redis::Cmd,
     timeout: Duration,
 ) -> Result<T, String> {
@@ -404,7 +415,20 @@ pub async fn redis_query<T: redis::FromRedisValue>(
 
 pub async fn probe_redis(url: &str, timeout: Duration) -> Result<String, String> {
     let mut con = redis_connect(url, timeout).await?;
-    redis_query::<String>(&mut con, &redis::cmd("PING"), timeout).await
+    let pong = redis_query::<String>(&mut con, &redis::cmd("PING"), timeout).await?;
+    if RedisTarget::parse(url).is_ok_and(|t| t.is_cluster()) {
+        let info: String =
+            redis_query(&mut con, redis::cmd("CLUSTER").arg("INFO"), timeout).await?;
+        let state = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_state:"))
+            .map_or("unknown", str::trim);
+        if state != "ok" {
+            return Err(format!("cluster_state is {state}, not ok"));
+        }
+        return Ok(format!("{pong} (cluster_state:ok)"));
+    }
+    Ok(pong)
 }
 
 /// A MySQL connection, within `timeout`.

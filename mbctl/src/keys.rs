@@ -260,7 +260,7 @@ async fn retire(cli: &Cli, path: &Path, key_id: u32) -> anyhow::Result<()> {
 pub(crate) async fn stream_entries_per_key(url: &str) -> anyhow::Result<BTreeMap<u32, u64>> {
     let mut con = crate::streams::connect(url).await?;
     let mut counts = BTreeMap::new();
-    for domain in crate::streams::domains_with_streams(&mut con).await? {
+    for domain in crate::streams::domains_with_streams(url).await? {
         for key in [streams::stream_key(&domain), streams::dead_key(&domain)] {
             let mut start = "-".to_owned();
             loop {

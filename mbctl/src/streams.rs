@@ -1,34 +1,39 @@
 //! `mbctl streams`: the operator's view of the queues, per domain.
 
 use mb_shared::domains::Domain;
+use mb_shared::redis_conn::{RedisConn, RedisTarget, Timeouts};
 use mb_shared::streams;
 
-pub(crate) async fn connect(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    Ok(redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?)
+/// A connection to the one Redis or the cluster `url` names.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<RedisConn> {
+    Ok(RedisTarget::parse(url)?.connect(TIMEOUTS).await?)
 }
 
-/// Domains that have a stream in Redis.
-pub(crate) async fn domains_with_streams(
-    con: &mut redis::aio::MultiplexedConnection,
-) -> anyhow::Result<Vec<Domain>> {
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: std::time::Duration::from_secs(5),
+    response: Some(std::time::Duration::from_secs(10)),
+};
+
+/// Domains that have a stream in Redis (on any master of a cluster).
+pub(crate) async fn domains_with_streams(url: &str) -> anyhow::Result<Vec<Domain>> {
     let mut domains = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(streams::STREAM_KEY_PATTERN)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        domains.extend(keys.iter().filter_map(|k| streams::domain_of_stream_key(k)));
-        if next == 0 {
-            break;
+    for mut con in RedisTarget::parse(url)?.masters(TIMEOUTS).await? {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(streams::STREAM_KEY_PATTERN)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await?;
+            domains.extend(keys.iter().filter_map(|k| streams::domain_of_stream_key(k)));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
     }
     domains.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     domains.dedup();
@@ -53,7 +58,7 @@ pub async fn show(url: &str) -> anyhow::Result<()> {
         "LIVE/ALL",
         "DONE/MIN"
     );
-    for domain in domains_with_streams(&mut con).await? {
+    for domain in domains_with_streams(url).await? {
         let st = streams::stats(&mut con, &domain).await?;
         println!(
             "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod identity;
 pub mod internal;
 pub mod message;
+pub mod redis_conn;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

@@ -24,6 +24,7 @@
 
 use crate::domains::Domain;
 use crate::message::{ClientId, MessageId};
+use crate::redis_conn::{RedisConn, RedisTarget, Timeouts};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -412,19 +413,17 @@ pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
 }
 
 /// A multiplexed, auto-reconnecting connection for non-blocking commands (XADD, XACK,
-/// XAUTOCLAIM, scripts). It connects lazily, so a service starts while Redis is down and
-/// answers "unavailable" until Redis is back; every command has a response timeout.
+/// XAUTOCLAIM, scripts), to a single Redis or a cluster (see [`crate::redis_conn`]). It
+/// connects lazily, so a service starts while Redis is down and answers "unavailable" until
+/// Redis is back; every command has a response timeout.
 pub fn connection_manager(
     url: &str,
     response_timeout: std::time::Duration,
-) -> redis::RedisResult<redis::aio::ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(response_timeout))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(std::time::Duration::from_millis(50))
-        .set_max_delay(std::time::Duration::from_millis(1000));
-    redis::aio::ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)
+) -> redis::RedisResult<RedisConn> {
+    RedisTarget::parse(url)?.lazy(Timeouts {
+        connect: response_timeout,
+        response: Some(response_timeout),
+    })
 }
 
 /// The oldest Redis the broker runs on: XAUTOCLAIM (and its `deleted_ids`, 7.0) came in 6.2.
@@ -435,11 +434,18 @@ pub const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
 /// version is an error that says so.
 pub async fn require_redis_version(url: &str, timeout: std::time::Duration) -> Result<(), String> {
     let check = async {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
+        // One node answers for all: a cluster runs one version (INFO on a cluster connection
+        // would ask every node).
+        let target = RedisTarget::parse(url).map_err(|e| e.to_string())?;
+        let t = Timeouts {
+            connect: timeout,
+            response: Some(timeout),
+        };
+        let mut con = match target.masters(t).await {
+            Ok(mut masters) if !masters.is_empty() => masters.swap_remove(0),
+            Ok(_) => return Err("the cluster has no master".to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
         redis::cmd("INFO")
             .arg("server")
             .query_async::<String>(&mut con)

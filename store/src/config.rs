@@ -155,7 +155,11 @@ impl Validate for Config {
             "mysql_pool_max",
             "must be between 1 and 1000",
         )?;
-        c.scheme(&self.redis_url, "redis_url", &["redis", "rediss"])?;
+        c.scheme(
+            &self.redis_url,
+            "redis_url",
+            &["redis", "rediss", "redis+cluster", "rediss+cluster"],
+        )?;
         c.that(
             (Duration::from_secs(10)..=Duration::from_secs(24 * 3600)).contains(&self.session_ttl),
             "session_ttl",

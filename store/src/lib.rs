@@ -38,7 +38,7 @@ pub(crate) struct AppState {
     pub(crate) db: Db,
     /// Where the portal's lists and details are read: the read replica while it keeps up.
     pub(crate) reads: Arc<replica::Reads>,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: mb_shared::redis_conn::RedisConn,
     pub(crate) cas: Authorities,
     pub(crate) access: access::AccessCache,
     pub(crate) client_names: clients::ClientNames,

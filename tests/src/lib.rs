@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod haproxy;
+pub mod load;
 pub mod mariadb_server;
 pub mod proc;
 pub mod readme;

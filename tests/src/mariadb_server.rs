@@ -142,6 +142,24 @@ impl MariaDbServer {
     }
 }
 
+/// Runs SQL as the superuser of the MariaDB server listening on `socket` (one this process did
+/// not start, e.g. a replica `ops/replica` made); returns what it printed (tab-separated, no
+/// column names). Panics with the server's message on an error.
+pub fn sql_at(socket: &std::path::Path, sql: &str) -> String {
+    let out = Command::new(which("mariadb"))
+        .args(["--no-defaults", &format!("-u{}", os_user()), "-N", "-B"])
+        .arg(format!("--socket={}", socket.display()))
+        .args(["-e", sql])
+        .output()
+        .expect("run mariadb client");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn os_user() -> String {
     let out = Command::new("id").arg("-un").output().expect("id -un");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()

@@ -46,7 +46,14 @@ impl Example {
                 &format!("localhost:{}", stack.portal_port),
             )
             .replace("\"localhost\", 8001", &format!("\"localhost\", {ingest}"))
-            .replace("-p 6380", &format!("-p {}", stack.redis.port))
+            .replace(
+                "-p 6380",
+                &if stack.redis.is_cluster() {
+                    format!("-c -p {}", stack.redis.port())
+                } else {
+                    format!("-p {}", stack.redis.port())
+                },
+            )
     }
 
     /// Runs the example in `dir` (which holds `.local`); `edit` may fill in placeholders.

@@ -5,7 +5,7 @@
 use crate::client::ApiClient;
 use crate::mariadb_server::MariaDbServer;
 use crate::proc::Proc;
-use crate::redis_server::RedisServer;
+use crate::redis_server::TestRedis;
 use crate::testdb::TestDb;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -44,6 +44,11 @@ pub struct StackOptions {
     /// Run a MariaDB server of the stack's own (`Stack::mariadb`), which the test may kill,
     /// instead of a database on the shared one.
     pub own_mariadb: bool,
+    /// A Redis Cluster (3 masters, 3 replicas) whatever `MB_TEST_REDIS` says.
+    pub redis_cluster: bool,
+    /// With `own_mariadb`: the own MariaDB writes a binary log (server_id 1, ROW format), so a
+    /// replica can be made of it later (`ops/replica`).
+    pub mariadb_binlog: bool,
 }
 
 impl Default for StackOptions {
@@ -64,13 +69,15 @@ impl Default for StackOptions {
             own_mariadb: false,
             read_replica: false,
             example_com_yaml: "",
+            redis_cluster: false,
+            mariadb_binlog: false,
         }
     }
 }
 
 pub struct Stack {
     pub opts: StackOptions,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     pub db: TestDb,
     /// The stack's own MariaDB server, when `own_mariadb` (dropped after `db`).
     pub mariadb: Option<MariaDbServer>,
@@ -107,8 +114,19 @@ impl Stack {
     pub async fn start(opts: StackOptions) -> Self {
         let home = init_home(&opts);
         let h = home.path().to_path_buf();
-        let redis = RedisServer::start(h.join("redis")).await;
+        let redis = TestRedis::start(h.join("redis"), opts.redis_cluster).await;
         let mariadb = match (opts.own_mariadb, opts.read_replica) {
+            (true, false) if opts.mariadb_binlog => Some(
+                MariaDbServer::start_with(
+                    h.join("mariadb"),
+                    &[
+                        "--server-id=1",
+                        "--log-bin=mysql-bin",
+                        "--binlog-format=ROW",
+                    ],
+                )
+                .await,
+            ),
             (_, true) => Some(
                 MariaDbServer::start_with(
                     h.join("mariadb"),
@@ -152,7 +170,7 @@ impl Stack {
             &opts,
             replica_url.as_deref(),
         );
-        write_ingest_config(&h, &ports, &redis.url(), &opts);
+        write_ingest_config(&h, &ports, &redis, &opts);
         write_portal_config(&h, &ports);
         let service = |name: &str, bin: &str| {
             let mut p = Proc::new(
@@ -592,7 +610,14 @@ fn write_portal_config(h: &Path, ports: &Ports) {
     );
 }
 
-fn write_ingest_config(h: &Path, ports: &Ports, redis_url: &str, opts: &StackOptions) {
+fn write_ingest_config(h: &Path, ports: &Ports, redis: &TestRedis, opts: &StackOptions) {
+    let redis_url = redis.url();
+    // A cluster runs as production should: a 202 only once a replica holds the message.
+    let wait = if redis.is_cluster() {
+        "redis_wait_replicas: 1\nredis_wait_timeout: 500ms\n"
+    } else {
+        ""
+    };
     let rate_limit = opts
         .rate_limit
         .map(|r| format!("rate_limit: {r}\n"))
@@ -605,7 +630,7 @@ fn write_ingest_config(h: &Path, ports: &Ports, redis_url: &str, opts: &StackOpt
              tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
              client_tls:\n  ca: {h}/certs/ca.crt\n  cert: {h}/certs/services/ingest.crt\n  key: {h}/certs/services/ingest.key\n\
              keyring: {h}/secrets/keyring.json\nhmac_key: {h}/secrets/hmac.key\ndomains_file: {h}/domains.yaml\n\
-             redis_timeout: 1s\n{rate_limit}{}",
+             redis_timeout: 1s\n{wait}{rate_limit}{}",
             ports.ingest,
             ports.ingest_metrics,
             ports.store,

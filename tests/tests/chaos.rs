@@ -5,17 +5,18 @@
 //! can only come from requests whose outcome stayed unknown; nothing is left in a pending list
 //! or the dead-letter stream. One JSON line reports it.
 //!
-//! The clients behave as the API asks: a request whose outcome is unknown (connection lost,
-//! timeout, 503) is repeated with the same `Idempotency-Key` until it is answered, so the
-//! first answer that settles it names the one message it made.
+//! The clients behave as the API asks (`mb_e2e::load`): a request whose outcome is unknown
+//! (connection lost, timeout, 503) is repeated with the same `Idempotency-Key` until it is
+//! answered, so the first answer that settles it names the one message it made.
 //!
 //! `MB_CHAOS_SECONDS` (default 60 here, 600 in `ops/chaos`) sets how long the load runs,
 //! `MB_CHAOS_RATE` the offered messages per second (default 300), `MB_CHAOS_OUT` a file to
 //! write the JSON line to.
 
-use mb_e2e::client::ApiClient;
+use mb_e2e::load::{self, Load};
+use mb_e2e::redis_server::TestRedis;
 use mb_e2e::{Stack, StackOptions, eventually};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Concurrent client connections.
@@ -35,100 +36,22 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// What one client connection saw.
-#[derive(Default)]
-struct Books {
-    /// message_id of every 202.
-    acked: Vec<String>,
-    /// Requests answered with a refusal that settles them (4xx other than 429).
-    refused: u64,
-    /// Requests whose outcome was still unknown when the client gave up.
-    unsettled: u64,
-    /// Attempts answered "unknown" or not at all, later repeated.
-    retries: u64,
-}
-
-enum Answer {
-    Accepted(String),
-    Refused,
-    Unknown,
-}
-
-async fn attempt(client: &ApiClient, body: &str, key: &str) -> Answer {
-    let headers = [
-        ("content-type", "application/json"),
-        ("idempotency-key", key),
-    ];
-    let sent = tokio::time::timeout(Duration::from_secs(10), client.submit_raw(body, &headers));
-    match sent.await {
-        Ok(Ok(a)) if a.status == 202 => match a.json["message_id"].as_str() {
-            Some(id) => Answer::Accepted(id.to_owned()),
-            None => panic!("202 without message_id: {}", a.text),
-        },
-        // 429 and 5xx settle nothing: the client is asked to try again.
-        Ok(Ok(a)) if a.status == 429 || a.status.is_server_error() => Answer::Unknown,
-        Ok(Ok(a)) => {
-            eprintln!("refused {}: {}", a.status, a.text);
-            Answer::Refused
-        }
-        Ok(Err(_)) | Err(_) => Answer::Unknown,
-    }
-}
-
-/// One client connection: message `i` (i = first, first + step, …) is due at `i / rate`.
-async fn client_loop(
-    client: ApiClient,
-    first: u64,
-    step: u64,
-    rate: u64,
-    started: Instant,
-    load_for: Duration,
-) -> Books {
-    let mut books = Books::default();
-    let mut i = first;
-    loop {
-        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        if due >= started + load_for {
-            return books;
-        }
-        tokio::time::sleep_until(due.into()).await;
-        let body = format!(
-            r#"{{"sender_number":"+1415555{:04}","message_body":"chaos message {i}"}}"#,
-            i % 10_000
-        );
-        let key = format!("chaos-{i}");
-        let give_up = started + load_for + SETTLE_GRACE;
-        loop {
-            match attempt(&client, &body, &key).await {
-                Answer::Accepted(id) => {
-                    books.acked.push(id);
-                    break;
-                }
-                Answer::Refused => {
-                    books.refused += 1;
-                    break;
-                }
-                Answer::Unknown if Instant::now() > give_up => {
-                    books.unsettled += 1;
-                    break;
-                }
-                Answer::Unknown => {
-                    books.retries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        i += step;
-    }
-}
-
 /// SIGKILL `victim`, leave it down for `down`, start it again.
 async fn kill_and_restart(stack: &mut Stack, victim: &str, down: Duration) {
+    let stream_key = stack.stream_key();
     match victim {
         "deliver" => stack.delivers[0].kill(),
         "store" => stack.store.kill(),
         "ingest" => stack.ingest.kill(),
-        "redis" => stack.redis.kill(),
+        // On a cluster (MB_TEST_REDIS=cluster), the master of the domain's stream: its replica
+        // takes over, and the killed node comes back as a replica.
+        "redis" => match &mut stack.redis {
+            TestRedis::Cluster(c) => {
+                let master = c.master_of(&stream_key).await;
+                c.nodes[master].kill();
+            }
+            single => single.kill(),
+        },
         "mariadb" => stack.mariadb.as_mut().expect("own MariaDB").kill(),
         "replica" => stack.replica.as_mut().expect("read replica").kill(),
         _ => unreachable!("unknown victim {victim}"),
@@ -190,19 +113,18 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
     let every = Duration::from_secs((seconds / 12).clamp(4, 15));
     let down = Duration::from_millis(1500);
 
-    let started = Instant::now();
-    let loaders: Vec<_> = (0..CONNECTIONS as u64)
-        .map(|c| {
-            tokio::spawn(client_loop(
-                client.clone(),
-                c,
-                CONNECTIONS as u64,
-                rate,
-                started,
-                load_for,
-            ))
-        })
-        .collect();
+    let running = load::start(
+        vec![client; CONNECTIONS],
+        &Load {
+            rate,
+            duration: load_for,
+            settle_grace: SETTLE_GRACE,
+            attempt_timeout: Duration::from_secs(10),
+            retry_pause: Duration::from_millis(200),
+            tag: "chaos",
+        },
+    );
+    let started = running.started;
     let mut kills: BTreeMap<&str, u32> = BTreeMap::new();
     let mut next = started + every;
     let mut n = 0;
@@ -214,14 +136,7 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
         n += 1;
         next += every;
     }
-    let mut books = Books::default();
-    for l in loaders {
-        let b = l.await.expect("client task");
-        books.acked.extend(b.acked);
-        books.refused += b.refused;
-        books.unsettled += b.unsettled;
-        books.retries += b.retries;
-    }
+    let books = running.finish().await;
     let load_seconds = started.elapsed().as_secs_f64();
 
     // The drain: every entry delivered and acknowledged, nothing pending.
@@ -232,29 +147,13 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
     .await;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
 
-    let rows: Vec<(String, String)> = stack
-        .db
-        .query("SELECT message_id, status FROM messages")
-        .await;
-    let mut seen = HashSet::with_capacity(rows.len());
-    let duplicate_ids = rows
-        .iter()
-        .filter(|(id, _)| !seen.insert(id.as_str()))
-        .count() as u64;
-    let acked: HashSet<&str> = books.acked.iter().map(String::as_str).collect();
-    let lost = acked.iter().filter(|id| !seen.contains(*id)).count() as u64;
-    let extra = seen.iter().filter(|id| !acked.contains(*id)).count() as u64;
-    // A row no 202 names is only allowed for a request never settled (at most one each).
-    let duplicates = duplicate_ids
-        + (books.acked.len() - acked.len()) as u64
-        + extra.saturating_sub(books.unsettled);
-    let not_delivered = rows.iter().filter(|(_, s)| s != "delivered").count() as u64;
+    let audit = load::audit(&stack.db, &books).await;
     // The replica, killed and restarted, resumed replication and holds every row.
     let db_name = stack.db.name.clone();
     let replica_rows = eventually(Duration::from_secs(60), "the replica to catch up", || {
         let sql = format!("SELECT COUNT(*) FROM {db_name}.messages");
         let replica = stack.replica.as_ref().expect("read replica");
-        let want = rows.len().to_string();
+        let want = audit.rows.to_string();
         let got = replica.sql(&sql);
         async move { (got == want).then_some(got) }
     })
@@ -267,15 +166,15 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
         "rate": rate,
         "connections": CONNECTIONS,
         "kills": kills,
-        "acknowledged": acked.len(),
+        "acknowledged": audit.acknowledged,
         "refused": books.refused,
-        "retried_attempts": books.retries,
+        "retried_attempts": books.unknown.len(),
         "unsettled": books.unsettled,
-        "rows": rows.len(),
-        "lost": lost,
-        "duplicates": duplicates,
-        "extra_rows": extra,
-        "not_delivered": not_delivered,
+        "rows": audit.rows,
+        "lost": audit.lost,
+        "duplicates": audit.duplicates,
+        "extra_rows": audit.extra_rows,
+        "not_delivered": audit.not_delivered,
         "pending": pending,
         "dead_letters": dead,
         "replica_rows": replica_rows.parse::<u64>().unwrap_or(0),
@@ -287,16 +186,16 @@ async fn chaos_kills_every_component_on_a_schedule_and_loses_and_duplicates_noth
         std::fs::write(&path, format!("{report}\n")).expect("write MB_CHAOS_OUT");
     }
 
-    assert_eq!(lost, 0, "acknowledged messages lost: {report}");
-    assert_eq!(duplicates, 0, "messages stored twice: {report}");
-    assert_eq!(not_delivered, 0, "rows not delivered: {report}");
+    assert_eq!(audit.lost, 0, "acknowledged messages lost: {report}");
+    assert_eq!(audit.duplicates, 0, "messages stored twice: {report}");
+    assert_eq!(audit.not_delivered, 0, "rows not delivered: {report}");
     assert_eq!((pending, dead), (0, 0), "entries stranded: {report}");
     assert_eq!(
         books.refused, 0,
         "the clients send only valid messages: {report}"
     );
     assert!(
-        books.retries > 0,
+        !books.unknown.is_empty(),
         "no client ever had to repeat a request: the kills did not happen? {report}"
     );
     for v in VICTIMS {

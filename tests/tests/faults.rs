@@ -279,14 +279,7 @@ async fn an_unconfirmed_write_is_answered_outcome_unknown_and_a_retry_with_the_s
     ];
     // Redis holds back writes for 3 s (as a slow disk or a long command would): ingest's lookup
     // of the key is answered, its write is not, within its 1 s timeout.
-    let mut con = stack.redis.connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("WRITE")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    stack.redis.pause_writes(Duration::from_secs(3)).await;
     let ans = c.submit_raw(&body, &hdrs).await.unwrap();
     assert_eq!(ans.status, 503, "{:?}", ans.json);
     assert_eq!(

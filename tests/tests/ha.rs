@@ -6,6 +6,7 @@
 
 use mb_e2e::client::{ApiClient, assert_tls_alert, message};
 use mb_e2e::haproxy::HaProxy;
+use mb_e2e::load::{self, Load};
 use mb_e2e::proc::Proc;
 use mb_e2e::stack::DOMAIN;
 use mb_e2e::{Stack, StackOptions, assert_exactly_once, eventually};
@@ -271,68 +272,9 @@ async fn a_message_accepted_by_one_ingest_is_found_through_the_other() {
 }
 
 /// Concurrent client connections of the load.
-const CONNECTIONS: u64 = 16;
+const CONNECTIONS: usize = 16;
 /// Messages per second offered by all of them together.
 const RATE: u64 = 150;
-
-/// What one client connection saw.
-#[derive(Default)]
-struct Books {
-    /// Every 202: when, and the message it names.
-    acked: Vec<(Instant, String)>,
-    /// Requests refused for good (4xx other than 429): none are expected.
-    refused: u64,
-    /// Requests still unanswered when the client gave up.
-    unsettled: u64,
-    /// When an attempt began whose outcome was unknown (connection lost, 5xx), later repeated.
-    unknown: Vec<Instant>,
-}
-
-/// One client connection sending message `first`, `first + CONNECTIONS`, … at its due time,
-/// repeating each request whose outcome is unknown with the same `Idempotency-Key`.
-async fn client_loop(client: ApiClient, first: u64, started: Instant, load_for: Duration) -> Books {
-    let mut books = Books::default();
-    let give_up = started + load_for + Duration::from_secs(20);
-    let mut i = first;
-    loop {
-        let due = started + Duration::from_secs_f64(i as f64 / RATE as f64);
-        if due >= started + load_for {
-            return books;
-        }
-        tokio::time::sleep_until(due.into()).await;
-        let body = message("+14155550100", &format!("ha load {i}")).to_string();
-        let key = format!("ha-{i}");
-        loop {
-            let began = Instant::now();
-            let sent = tokio::time::timeout(
-                Duration::from_secs(5),
-                client.submit_raw(&body, &json_headers(&key)),
-            )
-            .await;
-            match sent {
-                Ok(Ok(a)) if a.status == 202 => {
-                    let id = a.json["message_id"].as_str().expect("message_id");
-                    books.acked.push((Instant::now(), id.to_owned()));
-                    break;
-                }
-                Ok(Ok(a)) if a.status != 429 && !a.status.is_server_error() => {
-                    eprintln!("refused {}: {}", a.status, a.text);
-                    books.refused += 1;
-                    break;
-                }
-                _ if Instant::now() > give_up => {
-                    books.unsettled += 1;
-                    break;
-                }
-                _ => {
-                    books.unknown.push(began);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        i += CONNECTIONS;
-    }
-}
 
 /// How ingest-2 fails under load.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -350,10 +292,18 @@ async fn fail_ingest_2_under_load(failure: Failure) {
     let mut ha = Ha::start(StackOptions::default()).await;
     let loader = ha.issue("loader");
     let load_for = Duration::from_secs(8);
-    let started = Instant::now();
-    let loaders: Vec<_> = (0..CONNECTIONS)
-        .map(|c| tokio::spawn(client_loop(ha.through(&loader), c, started, load_for)))
-        .collect();
+    let running = load::start(
+        (0..CONNECTIONS).map(|_| ha.through(&loader)).collect(),
+        &Load {
+            rate: RATE,
+            duration: load_for,
+            settle_grace: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+            retry_pause: Duration::from_millis(100),
+            tag: "ha",
+        },
+    );
+    let started = running.started;
 
     tokio::time::sleep_until((started + Duration::from_secs(3)).into()).await;
     let before = ha.haproxy.server("ingest-2").await;
@@ -406,15 +356,8 @@ async fn fail_ingest_2_under_load(failure: Failure) {
             .await;
     }
 
-    let mut books = Books::default();
-    for l in loaders {
-        let b = l.await.expect("client task");
-        books.acked.extend(b.acked);
-        books.refused += b.refused;
-        books.unsettled += b.unsettled;
-        books.unknown.extend(b.unknown);
-    }
-    let acked: Vec<String> = books.acked.iter().map(|(_, id)| id.clone()).collect();
+    let books = running.finish().await;
+    let acked = books.acked_ids();
     let acked_after = books.acked.iter().filter(|(t, _)| *t > failed_at).count();
     let late_unknown = books
         .unknown

@@ -1,0 +1,266 @@
+//! One connection type for a single Redis and for a Redis Cluster.
+//!
+//! `redis_url` names either one server (`redis://host:port`, `rediss://…`) or a cluster by some
+//! of its nodes (`redis+cluster://host1:port1,host2:port2`, `rediss+cluster://…`; a
+//! `user:password@` before the first node applies to all). The client learns the rest of the
+//! cluster from the nodes given, follows MOVED/ASK redirections and re-reads the slot map after
+//! a failover. Every key of a domain carries the domain as its hash tag, so each command, script
+//! and pipeline the services send touches one slot.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::time::Duration;
+
+/// Where Redis is: parsed from `redis_url`.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    Single(redis::Client),
+    /// Seed node URLs (`redis://[user:password@]host:port`).
+    Cluster {
+        nodes: Vec<String>,
+        tls: bool,
+    },
+}
+
+/// How long to wait: for a connection, and for each answer (`None`: as long as it takes, for
+/// blocking reads).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Option<Duration>,
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> RedisResult<Self> {
+        let cluster = [("redis+cluster://", false), ("rediss+cluster://", true)]
+            .into_iter()
+            .find_map(|(scheme, tls)| url.strip_prefix(scheme).map(|rest| (rest, tls)));
+        let Some((rest, tls)) = cluster else {
+            return Ok(Self::Single(redis::Client::open(url)?));
+        };
+        let rest = rest.split(['/', '?']).next().unwrap_or_default();
+        let (auth, hosts) = match rest.rsplit_once('@') {
+            Some((auth, hosts)) => (format!("{auth}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let scheme = if tls { "rediss" } else { "redis" };
+        let nodes: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{auth}{h}"))
+            .collect();
+        if nodes.is_empty() {
+            return Err(invalid("a redis+cluster:// URL names no node"));
+        }
+        for node in &nodes {
+            redis::Client::open(node.as_str())?;
+        }
+        Ok(Self::Cluster { nodes, tls })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+
+    fn cluster_client(nodes: &[String], t: Timeouts) -> RedisResult<redis::cluster::ClusterClient> {
+        let mut b = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(t.connect)
+            .retries(6)
+            .min_retry_wait(50)
+            .max_retry_wait(1000);
+        if let Some(r) = t.response {
+            // Also the bound of the whole request, retries and redirections included, as on a
+            // single Redis. A write retried after a timeout may be applied twice: ingest's
+            // entries carry their message_id, so the store still makes one row of them.
+            b = b.response_timeout(r);
+        }
+        b.build()
+    }
+
+    /// A connection that connects on first use and reconnects by itself, so a service starts
+    /// while Redis is down and answers "unavailable" until it is back.
+    pub fn lazy(&self, t: Timeouts) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(t.connect))
+                    .set_response_timeout(t.response)
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(1000));
+                Ok(RedisConn::Manager(
+                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?,
+                ))
+            }
+            Self::Cluster { nodes, .. } => Ok(RedisConn::Cluster(
+                Self::cluster_client(nodes, t)?
+                    .get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new()),
+            )),
+        }
+    }
+
+    /// A connection made now (an error if Redis cannot be reached).
+    pub async fn connect(&self, t: Timeouts) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(t.connect))
+                    .set_response_timeout(t.response);
+                Ok(RedisConn::Multiplexed(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                ))
+            }
+            Self::Cluster { nodes, .. } => Ok(RedisConn::Cluster(
+                Self::cluster_client(nodes, t)?
+                    .get_async_connection()
+                    .await?,
+            )),
+        }
+    }
+
+    /// A plain connection to each master (a cluster) or to the one server: for what has to ask
+    /// every node, like `SCAN`.
+    pub async fn masters(&self, t: Timeouts) -> RedisResult<Vec<RedisConn>> {
+        let Self::Cluster { nodes, tls } = self else {
+            return Ok(vec![self.connect(t).await?]);
+        };
+        let mut con = self.connect(t).await?;
+        let shards: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut con)
+            .await?;
+        // Each slot range: [start, end, [host, port, id], replicas…]; the first node is the master.
+        let mut addrs: Vec<(String, i64)> = Vec::new();
+        if let Value::Array(ranges) = shards {
+            for range in ranges {
+                if let Value::Array(parts) = range
+                    && let Some(Value::Array(master)) = parts.get(2)
+                    && let (Some(host), Some(Value::Int(port))) = (master.first(), master.get(1))
+                {
+                    let host: String = redis::from_redis_value(host.clone())?;
+                    if !addrs.contains(&(host.clone(), *port)) {
+                        addrs.push((host, *port));
+                    }
+                }
+            }
+        }
+        let auth = nodes
+            .first()
+            .and_then(|n| n.split_once("://"))
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+            .map(|(a, _)| format!("{a}@"))
+            .unwrap_or_default();
+        let scheme = if *tls { "rediss" } else { "redis" };
+        let mut out = Vec::new();
+        for (host, port) in addrs {
+            let single = Self::Single(redis::Client::open(format!(
+                "{scheme}://{auth}{host}:{port}"
+            ))?);
+            out.push(single.connect(t).await?);
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(msg: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, msg))
+}
+
+/// A connection to a single Redis or to a cluster; cheap to clone (clones share it).
+#[derive(Clone)]
+pub enum RedisConn {
+    Manager(redis::aio::ConnectionManager),
+    Multiplexed(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisConn {
+    /// `WAIT replicas timeout` on the connection that wrote `key` (in a cluster, the master of
+    /// its slot): how many replicas have acknowledged every write sent on it so far.
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+        let reply = match self {
+            Self::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await?
+            }
+            other => cmd.query_async(other).await?,
+        };
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Manager(c) => c.req_packed_command(cmd),
+            Self::Multiplexed(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(c) => c.get_db(),
+            Self::Multiplexed(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_url_is_one_server_and_a_cluster_url_lists_its_seed_nodes() {
+        assert!(
+            !RedisTarget::parse("redis://127.0.0.1:6379")
+                .unwrap()
+                .is_cluster()
+        );
+        match RedisTarget::parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001/").unwrap() {
+            RedisTarget::Cluster { nodes, tls } => {
+                assert!(!tls);
+                assert_eq!(
+                    nodes,
+                    ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7001"]
+                );
+            }
+            other => panic!("not a cluster: {other:?}"),
+        }
+        match RedisTarget::parse("rediss+cluster://h:1").unwrap() {
+            RedisTarget::Cluster { nodes, tls } => assert!(tls && nodes == ["rediss://h:1"]),
+            other => panic!("not a cluster: {other:?}"),
+        }
+        assert!(RedisTarget::parse("redis+cluster://").is_err());
+        assert!(RedisTarget::parse("redis+cluster://h:notaport").is_err());
+        assert!(RedisTarget::parse("http://h").is_err());
+    }
+}
