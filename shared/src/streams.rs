@@ -87,6 +87,13 @@ impl StreamEntry {
                 .copied()
                 .ok_or_else(|| format!("missing field `{k}`"))
         };
+        // An entry of another layout is not read as this one (it would be stored wrong): it
+        // stays readable in the dead-letter stream, to be redriven by a deliver that knows it.
+        if let Some(v) = m.get("v").filter(|v| **v != ENTRY_VERSION) {
+            return Err(format!(
+                "unsupported field `v`: entry layout {v:.16}, this deliver reads {ENTRY_VERSION}"
+            ));
+        }
         Ok(Self {
             message_id: MessageId::parse(get("message_id")?)
                 .ok_or_else(|| "invalid field `message_id`".to_owned())?,
@@ -506,6 +513,34 @@ mod tests {
         let fields = e.to_fields();
         let back = StreamEntry::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn an_entry_of_another_layout_is_refused_and_one_without_a_version_is_read() {
+        let e = StreamEntry {
+            message_id: MessageId::new(),
+            client_id: ClientId("ab".into()),
+            domain: Domain::parse("example.com").unwrap(),
+            queued_at: crate::time::now_rfc3339(),
+            submitted_at: None,
+            sender_hash: "00".into(),
+            sender_mask: "+1****90".into(),
+            body: "k1:xyz".into(),
+            request_id: None,
+        };
+        let fields = e.to_fields();
+        let with_v = |v: Option<&'static str>| {
+            let mut f: Vec<(&str, String)> =
+                fields.iter().filter(|(k, _)| *k != "v").cloned().collect();
+            if let Some(v) = v {
+                f.push(("v", v.to_owned()));
+            }
+            StreamEntry::from_fields(f.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+        };
+        assert_eq!(with_v(Some("1")).as_ref(), Ok(&e));
+        assert_eq!(with_v(None).as_ref(), Ok(&e));
+        let err = with_v(Some("2")).unwrap_err();
+        assert!(err.contains("`v`") && err.contains('2'), "{err}");
     }
 
     #[test]
