@@ -134,8 +134,10 @@ start_redis_cluster() {
   local seeds=() addrs=()
   for p in "$@"; do
     mkdir -p "$dir/node-$p"
+    # The bus port is kept: the other nodes' nodes.conf know the node by it.
+    [ -s "$dir/node-$p/cluster-port" ] || free_port >"$dir/node-$p/cluster-port"
     redis-server "$MB_ROOT/redis/redis.conf" --include "$MB_ROOT/redis/cluster/cluster.conf" \
-      --port "$p" --cluster-port "$(free_port)" --dir "$dir/node-$p" --daemonize yes \
+      --port "$p" --cluster-port "$(cat "$dir/node-$p/cluster-port")" --dir "$dir/node-$p" --daemonize yes \
       --pidfile "$dir/node-$p/redis.pid" --logfile "$dir/node-$p/redis.log"
     wait_port 127.0.0.1 "$p" 20 "redis node $p"
     addrs+=("127.0.0.1:$p")
