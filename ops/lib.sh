@@ -125,7 +125,7 @@ start_redis() {
 
 # start_redis_cluster DIR PORT...: six nodes (redis.conf + redis/cluster/cluster.conf) with data
 # in DIR/node-PORT, made into a cluster of 3 masters with one replica each; waits until every
-# master has its replica online (min-replicas-to-write refuses writes before). Prints the
+# master has its replica online (a 202 waits for one with redis_wait_replicas). Prints the
 # services' redis_url. Stop the nodes with stop_pidfile DIR/node-*/redis.pid.
 start_redis_cluster() {
   local dir="$1" p i ok

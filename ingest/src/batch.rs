@@ -224,12 +224,61 @@ async fn answer_repeats(
     }
     let mut con = app.redis.clone();
     let records: Vec<Option<String>> = pipe.query_async(&mut con).await.map_err(ApiError::Redis)?;
-    let seen: std::collections::HashMap<usize, String> = keyed
+    let mut seen: std::collections::HashMap<usize, String> = keyed
         .iter()
         .zip(records)
         .filter_map(|(it, r)| r.map(|r| (it.index, r)))
         .collect();
-    Ok(items
+    if !seen.is_empty() && app.wait_replicas > 0 {
+        // Repeats are answered 202 only once their first messages are on the replicas too:
+        // their records are read again with the wait, on the node that holds them.
+        let repeats: Vec<&Item> = keyed
+            .iter()
+            .copied()
+            .filter(|it| seen.contains_key(&it.index))
+            .collect();
+        let mut pipe = redis::pipe();
+        for it in &repeats {
+            pipe.get(&it.idempotency.as_ref().expect("keyed").redis_key);
+        }
+        crate::messages::with_wait(app, &mut pipe, &caller.domain);
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(&mut con)
+            .await
+            .map_err(|e| write_error(e, true))?;
+        let wait = crate::messages::take_wait_reply(app, &mut replies);
+        let confirmed = crate::messages::replicated(app, wait, true);
+        seen.clear();
+        let mut unconfirmed = std::collections::HashSet::new();
+        for (it, record) in repeats.iter().zip(replies) {
+            // A record gone (lost in a failover) makes the message a new submission.
+            let Ok(record) = redis::from_redis_value::<String>(record) else {
+                continue;
+            };
+            if confirmed.is_ok() {
+                seen.insert(it.index, record);
+            } else {
+                results[it.index] = Some(Err(crate::messages::not_replicated(true)));
+                unconfirmed.insert(it.index);
+            }
+        }
+        let items = items
+            .into_iter()
+            .filter(|it| !unconfirmed.contains(&it.index))
+            .collect();
+        return Ok(drop_seen(items, &seen, results, caller));
+    }
+    Ok(drop_seen(items, &seen, results, caller))
+}
+
+/// Answers the items whose key was `seen` from their records; returns the others.
+fn drop_seen(
+    items: Vec<Item>,
+    seen: &std::collections::HashMap<usize, String>,
+    results: &mut [Option<Result<MessageOut, ApiError>>],
+    caller: &Caller,
+) -> Vec<Item> {
+    items
         .into_iter()
         .filter(|it| match (seen.get(&it.index), &it.idempotency) {
             (Some(record), Some(idem)) => {
@@ -238,7 +287,7 @@ async fn answer_repeats(
             }
             _ => true,
         })
-        .collect())
+        .collect()
 }
 
 fn split_at(mut items: Vec<Item>, n: usize) -> (Vec<Item>, Vec<Item>) {
@@ -261,7 +310,7 @@ async fn append_all(
     }
     let stream = streams::stream_key(&caller.domain);
     let keyed = items.iter().any(|i| i.idempotency.is_some());
-    let mut replies = pipeline(app, &stream, items, entries).await;
+    let mut replies = pipeline(app, caller, &stream, items, entries).await;
     if keyed
         && let Ok(r) = &replies
         && r.iter().any(|r| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
@@ -272,10 +321,11 @@ async fn append_all(
             .load_async(&mut con)
             .await
             .map_err(ApiError::Redis)?;
-        replies = pipeline(app, &stream, items, entries).await;
+        replies = pipeline(app, caller, &stream, items, entries).await;
     }
-    let replies = replies.map_err(|e| write_error(e, keyed))?;
-    crate::messages::wait_for_replicas(app, &caller.domain, keyed).await?;
+    let mut replies = replies.map_err(|e| write_error(e, keyed))?;
+    let wait = crate::messages::take_wait_reply(app, &mut replies);
+    crate::messages::replicated(app, wait.and_then(Result::ok), keyed)?;
     let mut accepted = 0;
     for ((it, entry), reply) in items.iter().zip(entries).zip(replies) {
         let out = MessageOut {
@@ -313,6 +363,7 @@ async fn append_all(
 
 async fn pipeline(
     app: &AppState,
+    caller: &Caller,
     stream: &str,
     items: &[Item],
     entries: &[StreamEntry],
@@ -339,6 +390,7 @@ async fn pipeline(
             }
         }
     }
+    crate::messages::with_wait(app, &mut pipe, &caller.domain);
     let mut con = app.redis.clone();
     pipe.query_async(&mut con).await
 }

@@ -146,9 +146,12 @@ impl Validate for Config {
             "must be positive",
         )?;
         c.that(
-            self.redis_wait_replicas == 0 || self.redis_wait_timeout < self.redis_timeout,
+            self.redis_wait_replicas == 0
+                || (Duration::from_millis(10)..self.redis_timeout)
+                    .contains(&self.redis_wait_timeout),
             "redis_wait_timeout",
-            "must be shorter than redis_timeout (the WAIT itself must be answered in time)",
+            "must be at least 10ms (WAIT 0 would wait forever) and shorter than redis_timeout \
+             (the WAIT itself must be answered in time)",
         )?;
         c.that(
             self.revocation_poll >= Duration::from_millis(100),

@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use mb_shared::domains::Domain;
 use mb_shared::internal::StatusOut;
 use mb_shared::message::{MessageId, MessageIn, mask_sender};
 use mb_shared::server::request_id::RequestId;
@@ -139,7 +140,8 @@ pub(crate) fn build_entry(
 
 /// Appends the entry: a plain XADD, or with an idempotency key the submit script, which
 /// records the key and appends in one atomic step (and answers with the first message if
-/// another request with the same key got there first).
+/// another request with the same key got there first). With `redis_wait_replicas`, the same
+/// pipeline waits for the replicas (see [`with_wait`]).
 async fn append(
     app: &AppState,
     caller: &Caller,
@@ -152,82 +154,126 @@ async fn append(
         domain: caller.domain.to_string(),
         queued_at: entry.queued_at.clone(),
     };
-    let mut con = app.redis.clone();
-    match idempotency {
-        None => {
-            let _: String = redis::cmd("XADD")
-                .arg(streams::stream_key(&caller.domain))
-                .arg("*")
-                .arg(entry.to_fields())
-                .query_async(&mut con)
-                .await
-                .map_err(|e| write_error(e, false))?;
-        }
-        Some(idem) => {
-            let mut inv = app.submit_script.prepare_invoke();
-            inv.key(streams::stream_key(&caller.domain))
-                .key(&idem.redis_key)
-                .arg(app.idempotency_ttl_secs)
-                .arg(idem.record(entry));
-            for (k, v) in entry.to_fields() {
-                inv.arg(k).arg(v);
+    let stream = streams::stream_key(&caller.domain);
+    let keyed = idempotency.is_some();
+    let pipeline = || {
+        let mut pipe = redis::pipe();
+        match idempotency {
+            None => {
+                pipe.cmd("XADD")
+                    .arg(&stream)
+                    .arg("*")
+                    .arg(entry.to_fields());
             }
-            let reply: Vec<String> = inv
-                .invoke_async(&mut con)
+            Some(idem) => {
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(app.submit_script.get_hash())
+                    .arg(2)
+                    .arg(&stream)
+                    .arg(&idem.redis_key)
+                    .arg(app.idempotency_ttl_secs)
+                    .arg(idem.record(entry));
+                for (k, v) in entry.to_fields() {
+                    cmd.arg(k).arg(v);
+                }
+            }
+        }
+        with_wait(app, &mut pipe, &caller.domain);
+        pipe
+    };
+    let mut con = app.redis.clone();
+    let mut replies: Vec<redis::Value> = match pipeline().query_async(&mut con).await {
+        // Redis restarted (or failed over) without its script cache: nothing was applied.
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            app.submit_script
+                .load_async(&mut con)
                 .await
-                .map_err(|e| write_error(e, true))?;
-            match reply.first().map(String::as_str) {
-                Some("ok") => {}
-                Some("dup") => {
-                    return idem.first_message(reply.get(1).map(String::as_str), caller);
-                }
-                _ => {
-                    return Err(ApiError::Redis(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "unexpected reply from submit script",
-                    ))));
-                }
+                .map_err(ApiError::Redis)?;
+            pipeline().query_async(&mut con).await
+        }
+        other => other,
+    }
+    .map_err(|e| write_error(e, keyed))?;
+    let wait = take_wait_reply(app, &mut replies);
+    replicated(app, wait, keyed)?;
+    let reply = replies.into_iter().next().unwrap_or(redis::Value::Nil);
+    if let Some(idem) = idempotency {
+        let reply: Vec<String> = redis::from_redis_value(reply).unwrap_or_default();
+        match reply.first().map(String::as_str) {
+            Some("ok") => {}
+            Some("dup") => {
+                return idem.first_message(reply.get(1).map(String::as_str), caller);
+            }
+            _ => {
+                return Err(ApiError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "unexpected reply from submit script",
+                ))));
             }
         }
     }
-    wait_for_replicas(app, &caller.domain, idempotency.is_some()).await?;
     app.metrics.accepted.inc();
     tracing::debug!(message_id = %entry.message_id, domain = %caller.domain, "accepted");
     Ok(out)
 }
 
-/// With `redis_wait_replicas`, a write counts only once that many replicas hold it: a master
-/// that dies after the 202 cannot take the message with it. When they do not confirm within
-/// `redis_wait_timeout` the message is in the stream but may not survive a failover, so the
-/// answer is "outcome unknown", not "accepted".
-pub(crate) async fn wait_for_replicas(
+/// With `redis_wait_replicas`, a write counts only once that many replicas hold it, so a
+/// master that dies after the 202 cannot take the message with it. The wait goes at the end
+/// of the same pipeline as the write, so it runs on the connection and the node that applied
+/// it (a pipeline the cluster client sends again after a failover is sent again whole): a
+/// marker write (`INCR mb:{domain}:wait`) moves the connection's replication offset past
+/// everything before it — also past a repeated key's record, which the submit script only
+/// reads — and `WAIT n timeout` returns once n replicas have that offset.
+pub(crate) fn with_wait(app: &AppState, pipe: &mut redis::Pipeline, domain: &Domain) {
+    if app.wait_replicas > 0 {
+        pipe.cmd("INCR").arg(streams::wait_marker_key(domain));
+        pipe.cmd("WAIT")
+            .arg(app.wait_replicas)
+            .arg(app.wait_timeout.as_millis() as u64);
+    }
+}
+
+/// Takes the replies [`with_wait`] added off the end: WAIT's (the marker's is dropped).
+pub(crate) fn take_wait_reply<T>(app: &AppState, replies: &mut Vec<T>) -> Option<T> {
+    if app.wait_replicas == 0 {
+        return None;
+    }
+    let wait = replies.pop();
+    replies.pop();
+    wait
+}
+
+/// Whether enough replicas confirmed; when they did not within `redis_wait_timeout`, the
+/// write is in the stream but may not survive a failover, so the answer is "outcome unknown",
+/// not "accepted".
+pub(crate) fn replicated(
     app: &AppState,
-    domain: &mb_shared::domains::Domain,
+    wait_reply: Option<redis::Value>,
     keyed: bool,
 ) -> Result<(), ApiError> {
     if app.wait_replicas == 0 {
         return Ok(());
     }
-    let mut con = app.redis.clone();
-    let got = con
-        .wait_replicas(
-            &streams::stream_key(domain),
-            app.wait_replicas,
-            app.wait_timeout,
-        )
-        .await
-        .map_err(|source| ApiError::OutcomeUnknown { source, keyed })?;
+    let got: u32 = wait_reply
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or(0);
     if got < app.wait_replicas {
         app.metrics.not_replicated.inc();
-        return Err(ApiError::OutcomeUnknown {
-            source: redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "fewer replicas than redis_wait_replicas confirmed the write in time",
-            )),
-            keyed,
-        });
+        return Err(not_replicated(keyed));
     }
     Ok(())
+}
+
+/// "Outcome unknown": the write is in the stream, fewer replicas than asked confirmed it.
+pub(crate) fn not_replicated(keyed: bool) -> ApiError {
+    ApiError::OutcomeUnknown {
+        source: redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "fewer replicas than redis_wait_replicas confirmed the write in time",
+        )),
+        keyed,
+    }
 }
 
 /// A failed write to Redis. An error reply or a refused connection means nothing was applied;
@@ -287,8 +333,28 @@ impl Idempotency {
             .query_async(&mut con)
             .await
             .map_err(ApiError::Redis)?;
-        prev.map(|p| self.first_message(Some(&p), caller))
-            .transpose()
+        if prev.is_none() || app.wait_replicas == 0 {
+            return prev
+                .map(|p| self.first_message(Some(&p), caller))
+                .transpose();
+        }
+        // A repeat is answered 202 only once the first message is on the replicas too: read
+        // the record again, with the wait, on the node that holds it.
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&self.redis_key);
+        with_wait(app, &mut pipe, &caller.domain);
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(&mut con)
+            .await
+            .map_err(|e| write_error(e, true))?;
+        let wait = take_wait_reply(app, &mut replies);
+        let record: Option<String> = replies.pop().and_then(|v| redis::from_redis_value(v).ok());
+        let Some(record) = record else {
+            // Gone (a failover lost it before it reached the replica): a new submission.
+            return Ok(None);
+        };
+        replicated(app, wait, true)?;
+        self.first_message(Some(&record), caller).map(Some)
     }
 
     /// The answer for a repeated key: the first message, or 409 if the request differs.

@@ -384,17 +384,14 @@ pub async fn redis_connect(
     url: &str,
     timeout: Duration,
 ) -> Result<mb_shared::redis_conn::RedisConn, String> {
-    // One node of a cluster: INFO, TIME and PING answer for that node.
+    // One node of a cluster (the first seed that answers): INFO, TIME and PING answer for it,
+    // CLUSTER INFO for the whole cluster.
     let target = RedisTarget::parse(url).map_err(|e| e.to_string())?;
     let t = Timeouts {
         connect: timeout,
         response: Some(timeout),
     };
-    let first_master = async {
-        target.masters(t).await?.into_iter().next().ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::Io, "the cluster has no master"))
-        })
-    };
+    let first_master = target.any_node(t);
     tokio::time::timeout(timeout, first_master)
         .await
         .map_err(|_| format!("no connection within {timeout:?}"))?

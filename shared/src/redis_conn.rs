@@ -11,8 +11,9 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use std::time::Duration;
 
-/// Where Redis is: parsed from `redis_url`.
-#[derive(Clone, Debug)]
+/// Where Redis is: parsed from `redis_url`. (Its `Debug` leaves the URLs out: they may hold a
+/// password.)
+#[derive(Clone)]
 pub enum RedisTarget {
     Single(redis::Client),
     /// Seed node URLs (`redis://[user:password@]host:port`).
@@ -28,6 +29,15 @@ pub enum RedisTarget {
 pub struct Timeouts {
     pub connect: Duration,
     pub response: Option<Duration>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(_) => f.write_str("RedisTarget::Single"),
+            Self::Cluster { nodes, .. } => write!(f, "RedisTarget::Cluster({} seeds)", nodes.len()),
+        }
+    }
 }
 
 impl RedisTarget {
@@ -120,6 +130,25 @@ impl RedisTarget {
         }
     }
 
+    /// A plain connection to the one server, or to the first seed node of a cluster that
+    /// answers: for what any node can tell (INFO, TIME, CLUSTER INFO).
+    pub async fn any_node(&self, t: Timeouts) -> RedisResult<RedisConn> {
+        let Self::Cluster { nodes, .. } = self else {
+            return self.connect(t).await;
+        };
+        let mut last = None;
+        for node in nodes {
+            match Self::Single(redis::Client::open(node.as_str())?)
+                .connect(t)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| invalid("a redis+cluster:// URL names no node")))
+    }
+
     /// A plain connection to each master (a cluster) or to the one server: for what has to ask
     /// every node, like `SCAN`.
     pub async fn masters(&self, t: Timeouts) -> RedisResult<Vec<RedisConn>> {
@@ -174,33 +203,6 @@ pub enum RedisConn {
     Manager(redis::aio::ConnectionManager),
     Multiplexed(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl RedisConn {
-    /// `WAIT replicas timeout` on the connection that wrote `key` (in a cluster, the master of
-    /// its slot): how many replicas have acknowledged every write sent on it so far.
-    pub async fn wait_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> RedisResult<u32> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis() as u64);
-        let reply = match self {
-            Self::Cluster(c) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = Route::with_key(key, SlotAddr::Master);
-                c.route_command(
-                    cmd,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await?
-            }
-            other => cmd.query_async(other).await?,
-        };
-        Ok(redis::from_redis_value(reply)?)
-    }
 }
 
 impl ConnectionLike for RedisConn {

@@ -15,6 +15,7 @@
 //!   atomically (XACK, XADD to dead with the last error, XDEL); [`REDRIVE`] moves it back.
 //! * `mb:{<domain>}:idem:<client_id>:<hmac(key)>` — an `Idempotency-Key` record, 24 h.
 //! * `mb:{<domain>}:rate:<bucket>:<client_id>` — a client's rate-limit state (GCRA).
+//! * `mb:{<domain>}:wait` — a counter ingest increments before `WAIT` (`redis_wait_replicas`).
 //! * `mb:{<domain>}:delivered:<unix minute>` — messages delivered in that minute, counted by
 //!   the workers in the same `MULTI` as their `XACK`, kept two hours (for the portal's
 //!   "delivered in the last minute / hour").
@@ -133,6 +134,12 @@ pub fn dead_key(domain: &Domain) -> String {
 /// `hashed_key` is the HMAC of the client's Idempotency-Key, so the key text never lands in Redis.
 pub fn idempotency_key(domain: &Domain, client_id: &str, hashed_key: &str) -> String {
     format!("mb:{{{domain}}}:idem:{client_id}:{hashed_key}")
+}
+
+/// A counter ingest increments before `WAIT`, so the wait also covers a repeated
+/// idempotency key's record, which it only read (see `redis_wait_replicas`).
+pub fn wait_marker_key(domain: &Domain) -> String {
+    format!("mb:{{{domain}}}:wait")
 }
 
 /// A client's rate-limit state in one `bucket` (`submit`, `status`).
@@ -448,11 +455,7 @@ pub async fn require_redis_version(url: &str, timeout: std::time::Duration) -> R
             connect: timeout,
             response: Some(timeout),
         };
-        let mut con = match target.masters(t).await {
-            Ok(mut masters) if !masters.is_empty() => masters.swap_remove(0),
-            Ok(_) => return Err("the cluster has no master".to_string()),
-            Err(e) => return Err(e.to_string()),
-        };
+        let mut con = target.any_node(t).await.map_err(|e| e.to_string())?;
         redis::cmd("INFO")
             .arg("server")
             .query_async::<String>(&mut con)

@@ -56,6 +56,12 @@ async fn kill_and_restart(stack: &mut Stack, victim: &str, down: Duration) {
         "replica" => stack.replica.as_mut().expect("read replica").kill(),
         _ => unreachable!("unknown victim {victim}"),
     }
+    // A cluster's master stays down past cluster-node-timeout (2 s in the tests), so that its
+    // replica is elected.
+    let down = match (victim, &stack.redis) {
+        ("redis", TestRedis::Cluster(_)) => down.max(Duration::from_secs(4)),
+        _ => down,
+    };
     tokio::time::sleep(down).await;
     match victim {
         "deliver" => stack.delivers[0].start(),

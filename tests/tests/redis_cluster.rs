@@ -83,8 +83,8 @@ async fn fail_over_under_load(how: Failover) {
     .await;
     let promoted_after = promoted - failed_at;
     if how == Failover::Kill {
-        // The killed node comes back; it rejoins as a replica of the new master (which accepts
-        // writes again once it has a replica: min-replicas-to-write 1).
+        // The killed node comes back; it rejoins as a replica of the new master (whose writes
+        // are confirmed, and answered 202, again once it has a replica).
         tokio::time::sleep(Duration::from_secs(2)).await;
         let TestRedis::Cluster(c) = &mut stack.redis else {
             unreachable!()
@@ -204,5 +204,59 @@ async fn mbctl_sees_every_domain_and_the_cluster_state() {
         async move { (!ok).then_some(text) }
     })
     .await;
-    assert!(text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("cluster_state"),
+        "{text}"
+    );
+}
+
+/// With `redis_wait_replicas: 1`, a message no replica confirmed is not a 202: with the
+/// domain's replica frozen, a submit is answered 503 outcome_unknown, and so is its retry with
+/// the same Idempotency-Key (the first message is in the stream, but still on the master only).
+/// Once the replica is back, the retry gets the first message's 202, and it is one row.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_202_before_a_replica_holds_the_message_not_even_for_a_retry() {
+    let stack = Stack::start(StackOptions {
+        redis_cluster: true,
+        ..Default::default()
+    })
+    .await;
+    let c = stack.client("alice");
+    let body = mb_e2e::client::message("+14155550123", "replicated?").to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-9"),
+    ];
+    let master = cluster(&stack).master_of(&stack.stream_key()).await;
+    let replica = cluster(&stack).replica_of(master).await;
+    cluster(&stack).nodes[replica].signal("STOP");
+    let first = c.submit_raw(&body, &headers).await.expect("answered");
+    let retry = c.submit_raw(&body, &headers).await.expect("answered");
+    cluster(&stack).nodes[replica].signal("CONT");
+    for a in [&first, &retry] {
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert_eq!(a.json["error"]["code"], "outcome_unknown", "{}", a.text);
+    }
+    let metrics = mb_e2e::scrape(stack.ingest_metrics_port).await;
+    assert!(
+        mb_e2e::metric(&metrics, "mb_ingest_not_replicated_total") >= 2.0,
+        "{metrics}"
+    );
+    // The replica catches up; the retry now gets the first message.
+    let accepted = eventually(Duration::from_secs(20), "a 202 for the retry", || {
+        let c = c.clone();
+        let body = body.clone();
+        async move {
+            let a = c.submit_raw(&body, &headers).await.ok()?;
+            (a.status == 202).then_some(a)
+        }
+    })
+    .await;
+    let id = accepted.json["message_id"]
+        .as_str()
+        .expect("message_id")
+        .to_owned();
+    stack.wait_delivered(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mb_e2e::assert_exactly_once(&stack.db, &[id]).await;
 }
