@@ -241,7 +241,7 @@ async fn answer_repeats(
         for it in &repeats {
             pipe.get(&it.idempotency.as_ref().expect("keyed").redis_key);
         }
-        crate::messages::with_wait(app, &mut pipe, &caller.domain);
+        crate::messages::with_wait(app, &mut pipe, &caller.domain, true);
         let mut replies: Vec<redis::Value> = pipe
             .query_async(&mut con)
             .await
@@ -390,7 +390,8 @@ async fn pipeline(
             }
         }
     }
-    crate::messages::with_wait(app, &mut pipe, &caller.domain);
+    let keyed = items.iter().any(|it| it.idempotency.is_some());
+    crate::messages::with_wait(app, &mut pipe, &caller.domain, keyed);
     let mut con = app.redis.clone();
     pipe.query_async(&mut con).await
 }

@@ -179,7 +179,7 @@ async fn append(
                 }
             }
         }
-        with_wait(app, &mut pipe, &caller.domain);
+        with_wait(app, &mut pipe, &caller.domain, keyed);
         pipe
     };
     let mut con = app.redis.clone();
@@ -225,16 +225,30 @@ async fn append(
 /// marker write (`INCR mb:{domain}:wait`) moves the connection's replication offset past
 /// everything before it — also past a repeated key's record, which the submit script only
 /// reads — and `WAIT n timeout` returns once n replicas have that offset.
-pub(crate) fn with_wait(app: &AppState, pipe: &mut redis::Pipeline, domain: &Domain) {
+///
+/// The marker is only needed where the pipeline may not write (`reads_only`: a repeated key,
+/// or the submit script, which only reads a record it finds); an `XADD` moves the offset
+/// itself. Its reply is then `Nil`.
+pub(crate) fn with_wait(
+    app: &AppState,
+    pipe: &mut redis::Pipeline,
+    domain: &Domain,
+    reads_only: bool,
+) {
     if app.wait_replicas > 0 {
-        pipe.cmd("INCR").arg(streams::wait_marker_key(domain));
+        if reads_only {
+            pipe.cmd("INCR").arg(streams::wait_marker_key(domain));
+        } else {
+            // Keeps the replies' layout: the marker's place answers PING.
+            pipe.cmd("PING");
+        }
         pipe.cmd("WAIT")
             .arg(app.wait_replicas)
             .arg(app.wait_timeout.as_millis() as u64);
     }
 }
 
-/// Takes the replies [`with_wait`] added off the end: WAIT's (the marker's is dropped).
+/// Takes the replies [`with_wait`] added off the end: WAIT's (the marker's or PING's is dropped).
 pub(crate) fn take_wait_reply<T>(app: &AppState, replies: &mut Vec<T>) -> Option<T> {
     if app.wait_replicas == 0 {
         return None;
@@ -342,7 +356,7 @@ impl Idempotency {
         // the record again, with the wait, on the node that holds it.
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&self.redis_key);
-        with_wait(app, &mut pipe, &caller.domain);
+        with_wait(app, &mut pipe, &caller.domain, true);
         let mut replies: Vec<redis::Value> = pipe
             .query_async(&mut con)
             .await
