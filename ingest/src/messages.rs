@@ -228,7 +228,7 @@ async fn append(
 ///
 /// The marker is only needed where the pipeline may not write (`reads_only`: a repeated key,
 /// or the submit script, which only reads a record it finds); an `XADD` moves the offset
-/// itself. Its reply is then `Nil`.
+/// itself, and a `PING` takes the marker's place so the replies keep their layout.
 pub(crate) fn with_wait(
     app: &AppState,
     pipe: &mut redis::Pipeline,
@@ -239,7 +239,6 @@ pub(crate) fn with_wait(
         if reads_only {
             pipe.cmd("INCR").arg(streams::wait_marker_key(domain));
         } else {
-            // Keeps the replies' layout: the marker's place answers PING.
             pipe.cmd("PING");
         }
         pipe.cmd("WAIT")
