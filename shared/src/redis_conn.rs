@@ -1,8 +1,9 @@
 //! One connection type for a single Redis and for a Redis Cluster.
 //!
-//! `redis_url` names either one server (`redis://host:port`, `rediss://…`) or a cluster by some
-//! of its nodes (`redis+cluster://host1:port1,host2:port2`, `rediss+cluster://…`; a
-//! `user:password@` before the first node applies to all). The client learns the rest of the
+//! `redis_url` names either one server (`redis://host:port`) or a cluster by some of its nodes
+//! (`redis+cluster://host1:port1,host2:port2`; a `user:password@` before the first node applies
+//! to all). This build has no TLS to Redis, so `rediss://` and `rediss+cluster://` are refused
+//! when a service loads its config. The client learns the rest of the
 //! cluster from the nodes given, follows MOVED/ASK redirections and re-reads the slot map after
 //! a failover. Every key of a domain carries the domain as its hash tag, so each command, script
 //! and pipeline the services send touches one slot.
