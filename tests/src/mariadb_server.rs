@@ -83,21 +83,7 @@ impl MariaDbServer {
     /// Runs SQL as the server's superuser (over its socket); returns what it printed
     /// (tab-separated, no column names). Panics with the server's message on an error.
     pub fn sql(&self, sql: &str) -> String {
-        let out = Command::new(which("mariadb"))
-            .args(["--no-defaults", &format!("-u{}", os_user()), "-N", "-B"])
-            .arg(format!(
-                "--socket={}",
-                self.dir.join("mysqld.sock").display()
-            ))
-            .args(["-e", sql])
-            .output()
-            .expect("run mariadb client");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        sql_at(&self.dir.join("mysqld.sock"), sql)
     }
 
     /// Makes this (fresh) server a GTID replica of `primary` (started with `--log-bin`) from
