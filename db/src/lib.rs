@@ -16,6 +16,9 @@ mod embedded {
     refinery::embed_migrations!("../sql");
 }
 
+/// How long a pooled connection above the pool's minimum may idle before it is closed.
+const IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A pool of MySQL connections.
 #[derive(Clone)]
 pub struct Db {
@@ -34,7 +37,20 @@ impl Db {
         let constraints =
             mysql_async::PoolConstraints::new(1, pool_max.max(1)).expect("1 <= pool_max");
         let opts = mysql_async::OptsBuilder::from_opts(opts)
-            .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
+            // Connections and their prepared statements are kept, not made again per query.
+            // mysql_async's defaults did both: with no idle TTL the pool keeps only `min` (1)
+            // idle connections and closes every other one it gets back, and its
+            // COM_RESET_CONNECTION on return deallocates the prepared statements. Measured under
+            // ops/bench: ~94 new connections a second, a prepare for every execute. Nothing
+            // here leaves session state behind: a transaction not committed is rolled back by
+            // the pool, and the one named lock (the re-encryption pass) opts back in to the
+            // reset. Idle connections above `min` are closed after `IDLE_TTL`.
+            .pool_opts(
+                mysql_async::PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(IDLE_TTL)
+                    .with_reset_connection(false),
+            )
             .init(vec!["SET time_zone = '+00:00'"])
             .stmt_cache_size(statement_cache);
         Ok(Self {

@@ -41,6 +41,8 @@ pub(crate) async fn run(app: Arc<AppState>, cfg: Reencrypt) {
 /// One pass if this store gets the lock; `false` if another store holds it.
 async fn pass(app: &AppState, cfg: &Reencrypt) -> Result<bool, mysql_async::Error> {
     let mut lock = app.db.pool().get_conn().await?;
+    // If RELEASE_LOCK below never runs, the reset on return to the pool releases the lock.
+    lock.reset_connection(true);
     let got: Option<i64> = lock.exec_first("SELECT GET_LOCK(?, 0)", (LOCK,)).await?;
     if got != Some(1) {
         return Ok(false);
