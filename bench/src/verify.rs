@@ -127,7 +127,7 @@ pub async fn mysql_ceiling(url: &str, rows: usize) -> anyhow::Result<f64> {
         );
         let mut params: Vec<mysql_async::Value> = Vec::with_capacity(n * 4);
         for i in chunk_start..chunk_start + n {
-            params.push(format!("{:036}", i).into());
+            params.push(format!("00000000-0000-7000-8000-{i:012}").into());
             params.push(hash.clone().into());
             params.push(hash.clone().into());
             params.push(body.clone().into());

@@ -8,8 +8,8 @@ use mysql_async::prelude::*;
 #[derive(Debug, Clone, FromRow)]
 pub struct Rotation {
     pub key_id: u32,
-    /// `messages.id` up to which rows are done.
-    pub cursor_id: u64,
+    /// `messages.message_id` up to which rows are done (the nil UUID before the first).
+    pub cursor_message_id: String,
     pub rows_total: u64,
     pub rows_done: u64,
     pub started_ms: i64,
@@ -29,7 +29,7 @@ pub async fn rotation(db: &Db, key_id: u32) -> Result<Option<Rotation>, mysql_as
         .get_conn()
         .await?
         .exec_first(
-            "SELECT key_id, cursor_id, rows_total, rows_done, \
+            "SELECT key_id, cursor_message_id, rows_total, rows_done, \
              CAST(UNIX_TIMESTAMP(started_at) * 1000 AS SIGNED) AS started_ms, \
              CAST(UNIX_TIMESTAMP(updated_at) * 1000 AS SIGNED) AS updated_ms, \
              CAST(UNIX_TIMESTAMP(finished_at) * 1000 AS SIGNED) AS finished_ms \

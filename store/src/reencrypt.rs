@@ -1,8 +1,8 @@
 //! Re-encryption of stored bodies after a key rotation. When the keyring's active key changes
 //! (`mbctl keys rotate`, picked up by [`mb_shared::crypto::LiveKeyring`]) or the store starts,
-//! one store (a MySQL named lock) walks `messages` by `id` and moves every body under an older
+//! one store (a MySQL named lock) walks `messages` by `message_id` (the primary key) and moves every body under an older
 //! key to the active one, `batch` rows per transaction. The transaction also advances
-//! `key_rotations.cursor_id`, so a killed store resumes where it stopped and no row is done
+//! `key_rotations.cursor_message_id`, so a killed store resumes where it stopped and no row is done
 //! twice. Rows written meanwhile are already under the active key (`internal::to_active_key`);
 //! a last check finds any row a store with a stale keyring wrote behind the cursor and starts
 //! the walk again.
@@ -86,25 +86,25 @@ async fn walk(app: &AppState, cfg: &Reencrypt) -> Result<(), mysql_async::Error>
                 .expect("the row was just written")
         }
     };
-    let mut cursor = started.cursor_id;
+    let mut cursor = started.cursor_message_id;
     let mut unreadable = 0u64;
     loop {
         let keyring = app.keyring.get_full();
         if keyring.active_key_id() != active {
             return Ok(()); // rotated again: the next pass moves everything to the newer key
         }
-        let rows: Vec<(u64, String, String)> = conn
+        let rows: Vec<(String, String)> = conn
             .exec(
-                "SELECT id, message_id, body_ciphertext FROM messages \
-                 WHERE id > ? AND key_id <> ? ORDER BY id LIMIT ?",
-                (cursor, active, cfg.batch),
+                "SELECT message_id, body_ciphertext FROM messages \
+                 WHERE message_id > ? AND key_id <> ? ORDER BY message_id LIMIT ?",
+                (&cursor, active, cfg.batch),
             )
             .await?;
-        let Some(&(last, _, _)) = rows.last() else {
+        let Some(last) = rows.last().map(|(id, _)| id.clone()) else {
             let left = rows_left(&mut conn, active).await?;
             if left > unreadable {
                 // Written behind the cursor by a store that had not reloaded yet: walk again.
-                cursor = 0;
+                cursor = NIL_ID.into();
                 unreadable = 0;
                 continue;
             }
@@ -116,18 +116,18 @@ async fn walk(app: &AppState, cfg: &Reencrypt) -> Result<(), mysql_async::Error>
                 );
             }
             conn.exec_drop(
-                "UPDATE key_rotations SET cursor_id = ?, finished_at = UTC_TIMESTAMP(3) \
+                "UPDATE key_rotations SET cursor_message_id = ?, finished_at = UTC_TIMESTAMP(3) \
                  WHERE key_id = ?",
-                (cursor, active),
+                (&cursor, active),
             )
             .await?;
             tracing::info!(key_id = active, "re-encryption finished");
             return Ok(());
         };
         let mut updates = Vec::with_capacity(rows.len());
-        for (id, message_id, body) in &rows {
+        for (message_id, body) in &rows {
             match keyring.reencrypt(message_id.as_bytes(), body) {
-                Ok(new) => updates.push((new, active, *id)),
+                Ok(new) => updates.push((new, active, message_id)),
                 Err(e) => {
                     unreadable += 1;
                     tracing::error!(%message_id, error = %e, "stored body does not decrypt");
@@ -139,13 +139,14 @@ async fn walk(app: &AppState, cfg: &Reencrypt) -> Result<(), mysql_async::Error>
             .await?;
         // The key_id guard leaves a row alone if something else moved it meanwhile.
         tx.exec_batch(
-            "UPDATE messages SET body_ciphertext = ?, key_id = ? WHERE id = ? AND key_id <> ?",
+            "UPDATE messages SET body_ciphertext = ?, key_id = ? \
+             WHERE message_id = ? AND key_id <> ?",
             updates.iter().map(|(b, k, id)| (b, k, id, active)),
         )
         .await?;
         tx.exec_drop(
-            "UPDATE key_rotations SET cursor_id = ?, rows_done = rows_done + ? WHERE key_id = ?",
-            (last, updates.len(), active),
+            "UPDATE key_rotations SET cursor_message_id = ?, rows_done = rows_done + ? WHERE key_id = ?",
+            (&last, updates.len(), active),
         )
         .await?;
         tx.commit().await?;
@@ -156,6 +157,9 @@ async fn walk(app: &AppState, cfg: &Reencrypt) -> Result<(), mysql_async::Error>
         }
     }
 }
+
+/// The message id before every other: where a walk starts.
+const NIL_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Rows whose body is under another key than `active` (a scan of the table).
 async fn rows_left(conn: &mut mysql_async::Conn, active: u32) -> Result<u64, mysql_async::Error> {
