@@ -28,10 +28,10 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn new(id: &StreamId, attempt: u32) -> Self {
+    pub(crate) fn new(id: StreamId, attempt: u32) -> Self {
         Self {
             entry_id: id.id.clone(),
-            fields: streams::entry_fields(id),
+            fields: streams::into_entry_fields(id),
             attempt,
         }
     }
@@ -75,8 +75,8 @@ async fn decode(
 ) -> Result<(Vec<String>, Vec<Delivery>), BatchError> {
     let mut entry_ids = Vec::with_capacity(items.len());
     let mut messages = Vec::with_capacity(items.len());
-    for p in items {
-        match StreamEntry::from_fields(p.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+    for mut p in items {
+        match StreamEntry::take_fields(&mut p.fields) {
             Ok(entry) => {
                 entry_ids.push(p.entry_id);
                 messages.push(Delivery {

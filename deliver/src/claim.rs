@@ -75,8 +75,11 @@ async fn retry(
 ) -> Result<(), batch::BatchError> {
     let attempts = delivery_counts(ctx, key, &claimed).await?;
     let items: Vec<Pending> = claimed
-        .iter()
-        .map(|id| Pending::new(id, attempts.get(&id.id).copied().unwrap_or(2)))
+        .into_iter()
+        .map(|id| {
+            let attempt = attempts.get(&id.id).copied().unwrap_or(2);
+            Pending::new(id, attempt)
+        })
         .collect();
     if items.len() == 1 {
         return batch::process(ctx, domain, items).await;

@@ -94,7 +94,7 @@ impl<'a> Reader<'a> {
                 .into_iter()
                 .flat_map(|r| r.keys)
                 .flat_map(|k| k.ids)
-                .map(|id| Pending::new(&id, 1))
+                .map(|id| Pending::new(id, 1))
                 .collect()),
             Ok(Err(e)) if e.code() == Some("NOGROUP") => {
                 recreate_group(ctx, domain).await;

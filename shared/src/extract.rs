@@ -73,8 +73,13 @@ pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Deserializes `bytes`, or says what is wrong with them.
+/// Deserializes `bytes`, or says what is wrong with them. Tracking the path of every field
+/// costs time on every request (the store's deliver batches carry thousands of fields), so
+/// the path is only worked out again for a body that failed.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRejection> {
+    if let Ok(v) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

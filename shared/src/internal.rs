@@ -9,6 +9,7 @@
 //!   client certificates), the CRL, and the refused certificates and clients. Answered with an
 //!   `ETag`; a poll with `If-None-Match` gets `304 Not Modified` while nothing changed.
 
+use crate::domains::Domain;
 use crate::message::{ClientId, MessageId};
 use crate::streams::StreamEntry;
 use http_body_util::BodyExt;
@@ -41,12 +42,87 @@ pub struct AccessListOut {
     pub disabled_client_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One message to store. On the wire: the entry's fields and `attempt`, in one flat object.
+#[derive(Debug, Clone)]
 pub struct Delivery {
-    #[serde(flatten)]
     pub entry: StreamEntry,
     /// Which attempt this is (the pending list's delivery count), 1-based.
     pub attempt: u32,
+}
+
+// `Delivery`'s wire form is written out rather than derived with `#[serde(flatten)]`: a
+// flattened struct is deserialized by buffering every field of the object first and then
+// reading the buffer again, which cost the store a copy of every string of every message.
+
+#[derive(Serialize)]
+struct DeliveryOut<'a> {
+    message_id: MessageId,
+    client_id: &'a ClientId,
+    domain: &'a Domain,
+    queued_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    submitted_at: Option<&'a str>,
+    sender_hash: &'a str,
+    sender_mask: &'a str,
+    body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    attempt: u32,
+}
+
+#[derive(Deserialize)]
+struct DeliveryIn {
+    message_id: MessageId,
+    client_id: ClientId,
+    domain: Domain,
+    queued_at: String,
+    #[serde(default)]
+    submitted_at: Option<String>,
+    sender_hash: String,
+    sender_mask: String,
+    body: String,
+    #[serde(default)]
+    request_id: Option<String>,
+    attempt: u32,
+}
+
+impl Serialize for Delivery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = &self.entry;
+        DeliveryOut {
+            message_id: e.message_id,
+            client_id: &e.client_id,
+            domain: &e.domain,
+            queued_at: &e.queued_at,
+            submitted_at: e.submitted_at.as_deref(),
+            sender_hash: &e.sender_hash,
+            sender_mask: &e.sender_mask,
+            body: &e.body,
+            request_id: e.request_id.as_deref(),
+            attempt: self.attempt,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Delivery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = DeliveryIn::deserialize(d)?;
+        Ok(Self {
+            entry: StreamEntry {
+                message_id: w.message_id,
+                client_id: w.client_id,
+                domain: w.domain,
+                queued_at: w.queued_at,
+                submitted_at: w.submitted_at,
+                sender_hash: w.sender_hash,
+                sender_mask: w.sender_mask,
+                body: w.body,
+                request_id: w.request_id,
+            },
+            attempt: w.attempt,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -333,4 +409,43 @@ fn parse<O: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<O, ClientError
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_one_flat_object_and_reads_back_the_same() {
+        let entry = StreamEntry {
+            message_id: MessageId::new(),
+            client_id: ClientId("ab".repeat(32)),
+            domain: Domain::parse("example.com").expect("a domain"),
+            queued_at: "2026-11-30T18:00:00.000Z".into(),
+            submitted_at: None,
+            sender_hash: "cd".repeat(32),
+            sender_mask: "+141****0000".into(),
+            body: "k1:AAAA".into(),
+            request_id: Some("req-1".into()),
+        };
+        let d = Delivery { entry, attempt: 3 };
+        let json = serde_json::to_value(&d).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys.len(),
+            9,
+            "eight entry fields and attempt, no submitted_at: {keys:?}"
+        );
+        assert_eq!(json["attempt"], 3);
+        assert_eq!(json["domain"], "example.com");
+        assert_eq!(json["message_id"], d.entry.message_id.to_string());
+        let back: Delivery = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back.entry, d.entry);
+        assert_eq!(back.attempt, 3);
+    }
 }

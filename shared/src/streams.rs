@@ -27,7 +27,6 @@ use crate::domains::Domain;
 use crate::message::{ClientId, MessageId};
 use crate::redis_conn::{RedisConn, RedisTarget, Timeouts};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Version of the stream entry layout, written as field `v`.
 pub const ENTRY_VERSION: &str = "1";
@@ -79,36 +78,83 @@ impl StreamEntry {
     pub fn from_fields<'a>(
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, String> {
-        let mut m: BTreeMap<&str, &str> = BTreeMap::new();
-        for (k, v) in fields {
-            m.insert(k, v);
+        let mut owned: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self::take_fields(&mut owned)
+    }
+
+    /// [`from_fields`](Self::from_fields) for fields read as owned strings (deliver's hot
+    /// path): the values are moved into the entry, not copied, and only once every field
+    /// checked out. On an error `fields` is left as it was (for the dead-letter stream).
+    pub fn take_fields(fields: &mut [(String, String)]) -> Result<Self, String> {
+        let mut at = [None::<usize>; FIELD_NAMES.len()];
+        for (i, (k, _)) in fields.iter().enumerate() {
+            if let Some(slot) = FIELD_NAMES.iter().position(|n| n == k) {
+                at[slot] = Some(i);
+            }
         }
-        let get = |k: &str| {
-            m.get(k)
-                .copied()
-                .ok_or_else(|| format!("missing field `{k}`"))
-        };
+        let [
+            message_id,
+            client_id,
+            domain,
+            queued_at,
+            submitted_at,
+            sender_hash,
+            sender_mask,
+            body,
+            request_id,
+            version,
+        ] = at;
         // An entry of another layout is not read as this one (it would be stored wrong): it
         // stays readable in the dead-letter stream, to be redriven by a deliver that knows it.
-        if let Some(v) = m.get("v").filter(|v| **v != ENTRY_VERSION) {
+        if let Some(v) = version
+            .map(|i| fields[i].1.as_str())
+            .filter(|v| *v != ENTRY_VERSION)
+        {
             return Err(format!(
                 "unsupported field `v`: entry layout {v:.16}, this deliver reads {ENTRY_VERSION}"
             ));
         }
+        let need =
+            |slot: Option<usize>, name: &str| slot.ok_or_else(|| format!("missing field `{name}`"));
+        let message_id = MessageId::parse(&fields[need(message_id, "message_id")?].1)
+            .ok_or_else(|| "invalid field `message_id`".to_owned())?;
+        let client_id = need(client_id, "client_id")?;
+        let domain = Domain::parse(&fields[need(domain, "domain")?].1)?;
+        let queued_at = need(queued_at, "queued_at")?;
+        let sender_hash = need(sender_hash, "sender_hash")?;
+        let sender_mask = need(sender_mask, "sender_mask")?;
+        let body = need(body, "body")?;
+        let mut take = |i: usize| std::mem::take(&mut fields[i].1);
         Ok(Self {
-            message_id: MessageId::parse(get("message_id")?)
-                .ok_or_else(|| "invalid field `message_id`".to_owned())?,
-            client_id: ClientId(get("client_id")?.to_owned()),
-            domain: Domain::parse(get("domain")?)?,
-            queued_at: get("queued_at")?.to_owned(),
-            submitted_at: m.get("submitted_at").map(|s| (*s).to_owned()),
-            sender_hash: get("sender_hash")?.to_owned(),
-            sender_mask: get("sender_mask")?.to_owned(),
-            body: get("body")?.to_owned(),
-            request_id: m.get("request_id").map(|s| (*s).to_owned()),
+            message_id,
+            client_id: ClientId(take(client_id)),
+            domain,
+            queued_at: take(queued_at),
+            submitted_at: submitted_at.map(&mut take),
+            sender_hash: take(sender_hash),
+            sender_mask: take(sender_mask),
+            body: take(body),
+            request_id: request_id.map(&mut take),
         })
     }
 }
+
+/// The fields [`StreamEntry::take_fields`] reads, in the order of its slots.
+const FIELD_NAMES: [&str; 10] = [
+    "message_id",
+    "client_id",
+    "domain",
+    "queued_at",
+    "submitted_at",
+    "sender_hash",
+    "sender_mask",
+    "body",
+    "request_id",
+    "v",
+];
 
 /// The consumer group every deliver worker joins.
 pub const GROUP: &str = "deliver";
@@ -212,6 +258,19 @@ pub fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
         .map
         .keys()
         .filter_map(|k| entry.get::<String>(k).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// [`entry_fields`], taking the entry's values instead of copying them.
+pub fn into_entry_fields(entry: redis::streams::StreamId) -> Vec<(String, String)> {
+    entry
+        .map
+        .into_iter()
+        .filter_map(|(k, v)| {
+            redis::FromRedisValue::from_redis_value(v)
+                .ok()
+                .map(|v| (k, v))
+        })
         .collect()
 }
 
