@@ -578,6 +578,39 @@ mod tests {
     }
 
     #[test]
+    fn taking_fields_moves_them_only_when_the_entry_is_whole() {
+        let e = StreamEntry {
+            message_id: MessageId::new(),
+            client_id: ClientId("ab".into()),
+            domain: Domain::parse("example.com").unwrap(),
+            queued_at: crate::time::now_rfc3339(),
+            submitted_at: Some("2026-11-30T00:00:00Z".into()),
+            sender_hash: "00".into(),
+            sender_mask: "+1****90".into(),
+            body: "k1:xyz".into(),
+            request_id: None,
+        };
+        let whole: Vec<(String, String)> = e
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut broken: Vec<(String, String)> =
+            whole.iter().filter(|(k, _)| k != "body").cloned().collect();
+        let before = broken.clone();
+        assert_eq!(
+            StreamEntry::take_fields(&mut broken),
+            Err("missing field `body`".to_owned())
+        );
+        assert_eq!(
+            broken, before,
+            "a refused entry keeps its fields for the dead letter"
+        );
+        let mut fields = whole.clone();
+        assert_eq!(StreamEntry::take_fields(&mut fields), Ok(e));
+    }
+
+    #[test]
     fn an_entry_of_another_layout_is_refused_and_one_without_a_version_is_read() {
         let e = StreamEntry {
             message_id: MessageId::new(),
