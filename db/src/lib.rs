@@ -51,7 +51,8 @@ impl Db {
                     .with_inactive_connection_ttl(IDLE_TTL)
                     .with_reset_connection(false),
             )
-            .init(vec!["SET time_zone = '+00:00'"])
+            // `setup`, not `init`: it runs on every new connection and again after a reset.
+            .setup(vec!["SET time_zone = '+00:00'"])
             .stmt_cache_size(statement_cache);
         Ok(Self {
             pool: Pool::new(opts),
