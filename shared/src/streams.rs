@@ -559,9 +559,9 @@ fn check_version(info: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stream_entry_round_trips_through_fields() {
-        let e = StreamEntry {
+    /// An entry with neither `submitted_at` nor `request_id`.
+    fn entry() -> StreamEntry {
+        StreamEntry {
             message_id: MessageId::new(),
             client_id: ClientId("ab".into()),
             domain: Domain::parse("example.com").unwrap(),
@@ -570,7 +570,15 @@ mod tests {
             sender_hash: "00".into(),
             sender_mask: "+1****90".into(),
             body: "k1:xyz".into(),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn stream_entry_round_trips_through_fields() {
+        let e = StreamEntry {
             request_id: Some("r-1".into()),
+            ..entry()
         };
         let fields = e.to_fields();
         let back = StreamEntry::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
@@ -580,15 +588,8 @@ mod tests {
     #[test]
     fn taking_fields_moves_them_only_when_the_entry_is_whole() {
         let e = StreamEntry {
-            message_id: MessageId::new(),
-            client_id: ClientId("ab".into()),
-            domain: Domain::parse("example.com").unwrap(),
-            queued_at: crate::time::now_rfc3339(),
             submitted_at: Some("2026-11-30T00:00:00Z".into()),
-            sender_hash: "00".into(),
-            sender_mask: "+1****90".into(),
-            body: "k1:xyz".into(),
-            request_id: None,
+            ..entry()
         };
         let whole: Vec<(String, String)> = e
             .to_fields()
@@ -612,17 +613,7 @@ mod tests {
 
     #[test]
     fn an_entry_of_another_layout_is_refused_and_one_without_a_version_is_read() {
-        let e = StreamEntry {
-            message_id: MessageId::new(),
-            client_id: ClientId("ab".into()),
-            domain: Domain::parse("example.com").unwrap(),
-            queued_at: crate::time::now_rfc3339(),
-            submitted_at: None,
-            sender_hash: "00".into(),
-            sender_mask: "+1****90".into(),
-            body: "k1:xyz".into(),
-            request_id: None,
-        };
+        let e = entry();
         let fields = e.to_fields();
         let with_v = |v: Option<&'static str>| {
             let mut f: Vec<(&str, String)> =
