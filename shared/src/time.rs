@@ -41,12 +41,6 @@ pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// RFC 3339 → `YYYY-MM-DD HH:MM:SS.mmm` in UTC, for DATETIME(3) columns; `None` if it is not
-/// RFC 3339 or outside what MySQL holds.
-pub fn to_mysql_datetime(rfc3339: &str) -> Option<String> {
-    to_storable_utc(parse_rfc3339(rfc3339)?).map(mysql_datetime)
-}
-
 /// A time as MySQL `DATETIME(3)` text, in UTC.
 pub fn mysql_datetime(t: OffsetDateTime) -> String {
     let t = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
@@ -72,16 +66,5 @@ mod tests {
             "2025-10-20T12:34:56.789Z"
         );
         assert_eq!(from_unix_millis(0), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn converts_rfc3339_to_mysql_utc_and_refuses_what_mysql_cannot_hold() {
-        assert_eq!(
-            to_mysql_datetime("2025-10-20T14:34:56.789+02:00").as_deref(),
-            Some("2025-10-20 12:34:56.789")
-        );
-        assert_eq!(to_mysql_datetime("nonsense"), None);
-        assert_eq!(to_mysql_datetime("9999-12-31T23:59:59-01:00"), None);
-        assert_eq!(to_mysql_datetime("1969-12-31T23:59:59Z"), None);
     }
 }

@@ -156,7 +156,7 @@ fn check(app: &AppState, d: &Delivery) -> Result<(), Unfit> {
     if !is_mask(&e.sender_mask) {
         return Err(Unfit::Never("sender_mask is not a mask".into()));
     }
-    if mb_shared::time::to_mysql_datetime(&e.queued_at).is_none() {
+    if crate::messages::datetime(&e.queued_at).is_none() {
         return Err(Unfit::Never("queued_at is not RFC 3339".into()));
     }
     if app.domains.get(e.domain.as_str()).is_none() {

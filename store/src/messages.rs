@@ -6,7 +6,7 @@ use mb_db::Db;
 use mb_shared::internal::{Delivery, Failure, StatusOut};
 use mb_shared::message::{ClientId, MessageId};
 use mb_shared::status::MessageStatus;
-use mb_shared::time::to_mysql_datetime;
+use mb_shared::time::{parse_rfc3339, to_storable_utc};
 use mysql_async::prelude::*;
 use mysql_async::{Params, Value};
 
@@ -174,12 +174,24 @@ fn push_row(params: &mut Vec<Value>, r: &Named<'_>, error: Option<&str>) {
     if let Some(error) = error {
         params.push(truncate(error, 512).into());
     }
-    params.push(e.submitted_at.as_deref().and_then(to_mysql_datetime).into());
-    params.push(
-        to_mysql_datetime(&e.queued_at)
-            .unwrap_or_else(|| "1970-01-01 00:00:00".into())
-            .into(),
-    );
+    params.push(e.submitted_at.as_deref().and_then(datetime).into());
+    params.push(datetime(&e.queued_at).unwrap_or(Value::Date(1970, 1, 1, 0, 0, 0, 0)));
+}
+
+/// An RFC 3339 time as a `DATETIME(3)` value in UTC, to the millisecond; `None` if it is not
+/// RFC 3339 or outside what MySQL holds. Bound as a date, not as text: neither the store nor
+/// MariaDB formats or parses it.
+pub(crate) fn datetime(rfc3339: &str) -> Option<Value> {
+    let t = to_storable_utc(parse_rfc3339(rfc3339)?)?;
+    Some(Value::Date(
+        u16::try_from(t.year()).ok()?,
+        t.month().into(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        u32::from(t.millisecond()) * 1000,
+    ))
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -189,6 +201,17 @@ fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_bound_as_utc_dates_to_the_millisecond() {
+        assert_eq!(
+            datetime("2025-10-20T14:34:56.789123+02:00"),
+            Some(Value::Date(2025, 10, 20, 12, 34, 56, 789_000))
+        );
+        assert_eq!(datetime("nonsense"), None);
+        assert_eq!(datetime("9999-12-31T23:59:59-01:00"), None);
+        assert_eq!(datetime("1969-12-31T23:59:59Z"), None);
+    }
 
     #[test]
     fn chunks_are_padded_to_the_next_statement_size() {
