@@ -117,7 +117,8 @@ impl<'a> Reader<'a> {
 
 /// The entries of an XREADGROUP reply, moved out of the reply as they are. (redis-rs's
 /// `StreamReadReply` builds a HashMap per entry and copies its values: a tenth of deliver's
-/// CPU under load.) A field whose name or value is not UTF-8 is left out, as it was there.
+/// CPU under load.) A field whose name or value is not UTF-8 is left out; an entry that then
+/// lacks a field it needs goes to the dead-letter stream.
 fn entries(reply: Value) -> Result<Vec<Pending>, String> {
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
@@ -129,7 +130,8 @@ fn entries(reply: Value) -> Result<Vec<Pending>, String> {
             })
             .collect::<Result<Vec<_>, _>>()?,
         Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
-        other => return Err(format!("unexpected reply {other:?}")),
+        // Named by its kind only: the value could hold ciphertexts.
+        _ => return Err("a reply that is neither a list nor a map of streams".into()),
     };
     let mut out = Vec::new();
     for list in streams {
