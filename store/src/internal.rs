@@ -302,7 +302,10 @@ mod tests {
             "A".repeat(MAX_CIPHERTEXT_LEN)
         )));
         assert!(is_hex64(&"0f".repeat(32)) && !is_hex64("0f") && !is_hex64(&"zz".repeat(32)));
-        assert!(!is_hex64(&"0F".repeat(32)), "upper case would not match lookups");
+        assert!(
+            !is_hex64(&"0F".repeat(32)),
+            "upper case would not match lookups"
+        );
     }
 
     #[test]
