@@ -218,6 +218,14 @@ mod tests {
         Value::Array(vec![bulk(id), Value::Array(flat)])
     }
 
+    /// A RESP2 reply for one stream.
+    fn resp2(entries: Vec<Value>) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            bulk("mb:{a.example}:stream"),
+            Value::Array(entries),
+        ])])
+    }
+
     /// An entry's id, fields and attempt.
     type Summary<'a> = (&'a str, Vec<(&'a str, &'a str)>, u32);
 
@@ -237,16 +245,13 @@ mod tests {
 
     #[test]
     fn a_resp2_reply_gives_its_entries_in_order() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("mb:{a.example}:stream"),
-            Value::Array(vec![
-                entry(
-                    "1-0",
-                    vec![bulk("message_id"), bulk("m1"), bulk("v"), bulk("1")],
-                ),
-                entry("2-0", vec![bulk("message_id"), bulk("m2")]),
-            ]),
-        ])]);
+        let reply = resp2(vec![
+            entry(
+                "1-0",
+                vec![bulk("message_id"), bulk("m1"), bulk("v"), bulk("1")],
+            ),
+            entry("2-0", vec![bulk("message_id"), bulk("m2")]),
+        ]);
         let items = entries(reply).expect("a valid reply");
         assert_eq!(
             summary(&items),
@@ -270,21 +275,18 @@ mod tests {
 
     #[test]
     fn a_field_that_is_not_utf8_is_left_out_and_a_deleted_entry_has_none() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("s"),
-            Value::Array(vec![
-                entry(
-                    "1-0",
-                    vec![
-                        bulk("body"),
-                        Value::BulkString(vec![0xff, 0xfe]),
-                        bulk("k"),
-                        bulk("v"),
-                    ],
-                ),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
-            ]),
-        ])]);
+        let reply = resp2(vec![
+            entry(
+                "1-0",
+                vec![
+                    bulk("body"),
+                    Value::BulkString(vec![0xff, 0xfe]),
+                    bulk("k"),
+                    bulk("v"),
+                ],
+            ),
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
         let items = entries(reply).expect("a valid reply");
         assert_eq!(
             summary(&items),
@@ -296,10 +298,6 @@ mod tests {
     fn a_reply_of_another_shape_is_an_error() {
         assert!(entries(Value::Int(3)).is_err());
         assert!(entries(Value::Array(vec![Value::Array(vec![bulk("s")])])).is_err());
-        let no_id = Value::Array(vec![Value::Array(vec![
-            bulk("s"),
-            Value::Array(vec![Value::Array(vec![Value::Int(1)])]),
-        ])]);
-        assert!(entries(no_id).is_err());
+        assert!(entries(resp2(vec![Value::Array(vec![Value::Int(1)])])).is_err());
     }
 }
