@@ -395,10 +395,21 @@ pub async fn stats<C: redis::aio::ConnectionLike + Send>(
         oldest_pending_ms: group.oldest_pending_ms,
         consumers: group.consumers,
         dead_letters,
-        // The current minute so far, or the last full one when this one has just begun.
-        delivered_last_minute: counts[counts.len() - 1].max(counts[counts.len() - 2]),
+        delivered_last_minute: last_minute(
+            counts[counts.len() - 2],
+            counts[counts.len() - 1],
+            now_ms % 60_000,
+        ),
         delivered_last_hour: counts.iter().sum(),
     })
+}
+
+/// Deliveries in the last 60 s, from the per-minute counters: this minute's count so far plus
+/// the share of the previous minute's that still falls in the window (as if spread evenly
+/// over it), so a burst that straddles the turn of a minute is counted whole.
+fn last_minute(previous: u64, current: u64, ms_into_minute: u64) -> u64 {
+    let left = 60_000u64.saturating_sub(ms_into_minute);
+    current + (previous * left + 30_000) / 60_000
 }
 
 /// The milliseconds of a stream entry id (`<ms>-<seq>`).
@@ -558,6 +569,15 @@ fn check_version(info: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_minute_counts_the_previous_minute_by_the_share_still_in_the_window() {
+        // Two delivered just before the turn of the minute, three just after.
+        assert_eq!(last_minute(2, 3, 1_000), 5);
+        assert_eq!(last_minute(60, 0, 30_000), 30);
+        assert_eq!(last_minute(60, 7, 59_999), 7);
+        assert_eq!(last_minute(0, 4, 0), 4);
+    }
 
     /// An entry with neither `submitted_at` nor `request_id`.
     fn entry() -> StreamEntry {
