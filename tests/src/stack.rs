@@ -431,15 +431,34 @@ impl Stack {
     }
 
     /// Waits until `n` messages are `delivered` in MySQL.
+    /// On a timeout it panics with what it saw: rows, the stream's length and pending count,
+    /// and the end of every deliver worker's log.
     pub async fn wait_delivered(&self, n: u64, timeout: Duration) {
-        let db = &self.db;
-        crate::eventually(timeout, &format!("{n} delivered rows"), || async move {
-            let got = db
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let got = self
+                .db
                 .count("SELECT COUNT(*) FROM messages WHERE status = 'delivered'")
                 .await;
-            (got >= n).then_some(())
-        })
-        .await;
+            if got >= n {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                let (len, pending) = self.stream_state().await;
+                let mut logs = String::new();
+                for d in &self.delivers {
+                    let text = d.log_text();
+                    let lines: Vec<&str> = text.lines().collect();
+                    logs += &lines[lines.len().saturating_sub(40)..].join("\n");
+                    logs += "\n";
+                }
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} delivered rows: {got} rows, \
+                     stream length {len}, {pending} pending; deliver logs end with:\n{logs}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// (length, pending) of the domain stream.
