@@ -20,19 +20,17 @@ pub struct Committed {
     pub queued: Vec<(i64, u64)>,
 }
 
-/// `drain_started`: in burst mode, when delivery began (the end-to-end rate counts from there).
-pub async fn wait_for_commits(
-    args: &Args,
-    submitted: &Submitted,
-    drain_started: Option<std::time::SystemTime>,
-    stall: Duration,
-) -> anyhow::Result<Committed> {
-    // UTC like the store's sessions, so UNIX_TIMESTAMP of its DATETIMEs compares with our clock.
-    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&args.mysql_url)?)
-        .init(vec!["SET time_zone = '+00:00'"]);
-    let pool = mysql_async::Pool::new(opts);
+/// Waits until every accepted message is a committed row (or commits stall for `stall`).
+///
+/// Progress comes from the store's own count of messages it wrote (`--store-metrics`), which
+/// costs MariaDB nothing; an exact count scans the table (over a million rows, it kept a core
+/// busy when taken ten times a second and its cost went into MariaDB's figures). The exact
+/// count decides: it is taken when the store's count says every row may be there, or when
+/// that count stops moving, and at most once a second (or five times as long as the last one
+/// took).
+pub async fn wait_for_commits(args: &Args, want: u64, stall: Duration) -> anyhow::Result<()> {
+    let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&args.mysql_url)?);
     let mut conn = pool.get_conn().await?;
-    let want = submitted.accepted_ids.len() as u64;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -41,42 +39,54 @@ pub async fn wait_for_commits(
     bar.set_style(
         indicatif::ProgressStyle::with_template("commit {bar:40} {pos}/{len}").expect("template"),
     );
-    // Progress comes from MariaDB's count of row writes, which costs it nothing; a COUNT(*)
-    // scans every row, and ten a second over a million rows took a share of MariaDB's CPU
-    // from the pipeline being measured. The counter runs ahead (it counts the store's padded
-    // rows and temporary tables too), so the exact count is taken whenever it says every row
-    // may be there, and decides. It also lags: a row is counted when written, before its
-    // transaction commits, so an exact count can miss rows the counter already had. Once the
-    // writes stop, the exact count is taken every second.
-    let mut counted = delivered_rows(&mut conn).await?;
-    let mut written_then = rows_written(&mut conn).await?;
-    let mut written_before = written_then;
+    let base = stored_by_store(&args.store_metrics).await?;
+    let mut exact = delivered_rows(&mut conn).await?;
+    let (base_rows, mut stored_before) = (exact, base);
+    let mut exact_at = Instant::now();
+    let mut exact_took = Duration::ZERO;
     let mut last = 0;
     let mut last_progress = Instant::now();
-    loop {
-        let written = rows_written(&mut conn).await?;
-        let mut n = counted + written.saturating_sub(written_then);
-        let quiet = written == written_before;
-        written_before = written;
-        if n >= want || quiet {
-            counted = delivered_rows(&mut conn).await?;
-            written_then = written;
-            n = counted;
+    while exact < want {
+        let stored = stored_by_store(&args.store_metrics).await?;
+        let estimate = base_rows + stored.saturating_sub(base);
+        let quiet = stored == stored_before;
+        stored_before = stored;
+        let gap = (exact_took * 5).max(Duration::from_secs(1));
+        if (estimate >= want || quiet) && exact_at.elapsed() >= gap {
+            exact_at = Instant::now();
+            exact = delivered_rows(&mut conn).await?;
+            exact_took = exact_at.elapsed();
         }
+        let n = estimate.max(exact);
         bar.set_position(n.min(want));
-        if n >= want {
-            break;
-        }
         if n != last {
             last = n;
             last_progress = Instant::now();
         } else if last_progress.elapsed() > stall {
-            eprintln!("no commit progress for {stall:?}; {n} of {want} committed");
+            eprintln!("no commit progress for {stall:?}; {exact} of {want} committed");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(if quiet { 1000 } else { 100 })).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bar.finish_and_clear();
+    drop(conn);
+    pool.disconnect().await?;
+    Ok(())
+}
+
+/// Reads every row once the commits are in: lost and duplicated messages against what was
+/// accepted, and accept→row latencies. `drain_started`: in burst mode, when delivery began
+/// (the end-to-end rate counts from there).
+pub async fn check_rows(
+    args: &Args,
+    submitted: &Submitted,
+    drain_started: Option<std::time::SystemTime>,
+) -> anyhow::Result<Committed> {
+    // UTC like the store's sessions, so UNIX_TIMESTAMP of its DATETIMEs compares with our clock.
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&args.mysql_url)?)
+        .init(vec!["SET time_zone = '+00:00'"]);
+    let pool = mysql_async::Pool::new(opts);
+    let mut conn = pool.get_conn().await?;
     let rows: Vec<(String, i64, i64, i64)> = conn
         .query(
             "SELECT message_id, TIMESTAMPDIFF(MICROSECOND, queued_at, created_at), \
@@ -120,21 +130,30 @@ pub async fn wait_for_commits(
     })
 }
 
+/// The store's count of messages it upserted as delivered (`mb_store_messages_stored_total`,
+/// counted after each commit), from its metrics endpoint at `addr` (host:port).
+async fn stored_by_store(addr: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut con = tokio::net::TcpStream::connect(addr).await?;
+    let ask = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    con.write_all(ask.as_bytes()).await?;
+    let mut text = String::new();
+    con.read_to_string(&mut text).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mb_store_messages_stored_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no mb_store_messages_stored_total at http://{addr}/metrics")
+        })
+}
+
 /// Rows committed as delivered (a scan of the table).
 async fn delivered_rows(conn: &mut mysql_async::Conn) -> anyhow::Result<u64> {
     let n: Option<u64> = conn
         .query_first("SELECT COUNT(*) FROM messages WHERE status = 'delivered'")
         .await?;
     Ok(n.unwrap_or(0))
-}
-
-/// MariaDB's count of row writes since it started (`Handler_write`: any table, any attempt).
-async fn rows_written(conn: &mut mysql_async::Conn) -> anyhow::Result<u64> {
-    let row: Option<(String, u64)> = conn
-        .query_first("SHOW GLOBAL STATUS LIKE 'Handler_write'")
-        .await?;
-    row.map(|(_, n)| n)
-        .ok_or_else(|| anyhow::anyhow!("MariaDB has no Handler_write status"))
 }
 
 /// Raw MariaDB ceiling on this machine: multi-row inserts (256 rows per statement, like the
