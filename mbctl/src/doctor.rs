@@ -396,7 +396,7 @@ fn redis_persistence(fields: &BTreeMap<&str, &str>, r: &mut Report) {
             "redis",
             "appendonly is off: messages answered 202 but not yet delivered are lost if Redis \
              crashes",
-            "set `appendonly yes` and `appendfsync everysec` in redis.conf (see \
+            "set `appendonly yes` and `appendfsync always` in redis.conf (see \
              redis/redis.conf), or at once: `redis-cli CONFIG SET appendonly yes` plus the \
              same line in the file",
         ),
