@@ -19,7 +19,7 @@ use crate::cli::Cli;
 use crate::healthcheck::{self, Endpoints, Service};
 use mb_shared::crypto::Keyring;
 use mb_shared::identity::PeerIdentity;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Display;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -314,8 +314,46 @@ async fn redis_checks(cli: &Cli, timeout: Duration, r: &mut Report) {
         .collect();
     redis_version(&fields, &shown, r);
     redis_persistence(&fields, r);
+    if fields.get("aof_enabled") == Some(&"1") {
+        redis_fsync(&mut con, timeout, r).await;
+    }
     redis_eviction(&fields, r);
     redis_clock(&mut con, timeout, r).await;
+}
+
+/// `appendfsync always`: an acknowledged message is on disk before Redis answers. (INFO does
+/// not show the policy; CONFIG GET does, where the URL's user may run it.)
+async fn redis_fsync(
+    con: &mut mb_shared::redis_conn::RedisConn,
+    timeout: Duration,
+    r: &mut Report,
+) {
+    let cmd = redis::cmd("CONFIG").arg("GET").arg("appendfsync").clone();
+    let fix = "set `appendfsync always` in redis.conf (docs/operations.md, \"Redis settings\"), \
+               or at once: `redis-cli CONFIG SET appendfsync always` plus the same line in the file";
+    match healthcheck::redis_query::<HashMap<String, String>>(con, &cmd, timeout).await {
+        Ok(config) => match config.get("appendfsync").map(String::as_str) {
+            Some("always") => r.ok(
+                "redis",
+                "appendfsync always: an acknowledged message is on disk before Redis answers",
+            ),
+            Some(policy) => r.warn(
+                "redis",
+                format!(
+                    "appendfsync {policy}: a Redis crash while its disk is busy can lose \
+                     messages it acknowledged (up to 2 s of them with everysec)"
+                ),
+                fix,
+            ),
+            None => r.warn("redis", "CONFIG GET appendfsync names no policy", fix),
+        },
+        Err(e) => r.warn(
+            "redis",
+            format!("cannot read appendfsync: {e}"),
+            "let the URL's user run CONFIG GET, or check `redis-cli CONFIG GET appendfsync` by \
+             hand: it must be always",
+        ),
+    }
 }
 
 async fn redis_reachable(

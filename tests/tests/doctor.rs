@@ -1,5 +1,6 @@
 //! `mbctl healthcheck` and `mbctl doctor` against a real stack: all well, then a service
-//! down, a secret file others may read, and a stored row whose key is not in the keyring.
+//! down, a Redis that fsyncs its AOF only once a second, a secret file others may read, and a
+//! stored row whose key is not in the keyring.
 
 use mb_e2e::client::message;
 use mb_e2e::{Stack, StackOptions};
@@ -132,6 +133,38 @@ async fn doctor_passes_on_a_fresh_stack_and_names_the_file_and_the_key_that_are_
     }
     assert!(out.contains("schema up to date"), "{out}");
     assert!(out.contains("all use"), "keyring paths compared:\n{out}");
+    assert!(
+        lines_starting(&out, "ok    redis")
+            .iter()
+            .any(|l| l.contains("appendfsync always")),
+        "the AOF policy is checked:\n{out}"
+    );
+
+    // A Redis that answers before its AOF is on disk: a warning with its fix.
+    let mut redis = stack.redis.connection().await;
+    let set_fsync = |policy: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg(policy)
+            .clone()
+    };
+    set_fsync("everysec")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let (code, out) = run(&stack, "doctor", &[]);
+    assert_eq!(code, Some(0), "a warning is not a failure:\n{out}");
+    let warned = lines_starting(&out, "warn  redis");
+    assert!(
+        warned.iter().any(|l| l.contains("appendfsync everysec")),
+        "{out}"
+    );
+    assert!(out.contains("fix: set `appendfsync always`"), "{out}");
+    set_fsync("always")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
 
     // A secret others may read.
     let hmac = stack.home().join("secrets/hmac.key");
