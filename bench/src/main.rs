@@ -52,7 +52,7 @@ pub struct Args {
     pub mysql_url: String,
     /// The store's metrics endpoint (host:port): its count of stored messages shows the
     /// progress of the commits without scanning the table.
-    #[arg(long)]
+    #[arg(long, env = "MB_STORE_METRICS_LISTEN")]
     pub store_metrics: String,
     /// Services to measure, as NAME=PID (peak RSS and CPU seconds from /proc).
     #[arg(long = "pid", value_parser = parse_pid)]
@@ -110,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    // A wrong address is named now, not after the whole submit phase.
+    verify::stored_by_store(&args.store_metrics).await?;
     let submitted = load::run(&args, timeline.as_ref().map(timeline::Timeline::live)).await?;
     let timeline = match timeline {
         Some(t) => Some(t.stop().await?),

@@ -337,11 +337,17 @@ async fn redis_fsync(
                 "redis",
                 "appendfsync always: an acknowledged message is on disk before Redis answers",
             ),
+            Some("no") => r.warn(
+                "redis",
+                "appendfsync no: a crash of the host or a power loss loses the messages Redis \
+                 acknowledged that the kernel had not yet written (up to about 30 s of them)",
+                fix,
+            ),
             Some(policy) => r.warn(
                 "redis",
                 format!(
                     "appendfsync {policy}: a Redis crash while its disk is busy can lose \
-                     messages it acknowledged (up to 2 s of them with everysec)"
+                     messages it acknowledged (up to 2 s of them)"
                 ),
                 fix,
             ),
