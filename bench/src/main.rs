@@ -111,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     // A wrong address is named now, not after the whole submit phase.
-    verify::stored_by_store(&args.store_metrics).await?;
+    verify::stored_by_store(&args.store_metrics)
+        .await
+        .map_err(|e| anyhow::anyhow!("--store-metrics {}: {e}", args.store_metrics))?;
     let submitted = load::run(&args, timeline.as_ref().map(timeline::Timeline::live)).await?;
     let timeline = match timeline {
         Some(t) => Some(t.stop().await?),

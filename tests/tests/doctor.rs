@@ -152,7 +152,7 @@ async fn doctor_passes_on_a_fresh_stack_and_names_the_file_and_the_key_that_are_
     set_fsync("everysec")
         .query_async::<()>(&mut redis)
         .await
-        .unwrap();
+        .expect("CONFIG SET appendfsync everysec");
     let (code, out) = run(&stack, "doctor", &[]);
     assert_eq!(code, Some(0), "a warning is not a failure:\n{out}");
     let warned = lines_starting(&out, "warn  redis");
@@ -164,7 +164,7 @@ async fn doctor_passes_on_a_fresh_stack_and_names_the_file_and_the_key_that_are_
     set_fsync("always")
         .query_async::<()>(&mut redis)
         .await
-        .unwrap();
+        .expect("CONFIG SET appendfsync always");
 
     // A secret others may read.
     let hmac = stack.home().join("secrets/hmac.key");
