@@ -105,7 +105,7 @@ async fn enqueue(
     // The rate limit counts messages; those beyond the allowance get 429.
     let (allowed, limited) = app
         .rate_limiter
-        .take(&app.redis, caller, Bucket::Submit, items.len() as u64)
+        .take(&app.redis.get(), caller, Bucket::Submit, items.len() as u64)
         .await
         .map_err(ApiError::Redis)?;
     let (items, over) = split_at(items, allowed as usize);
@@ -222,7 +222,7 @@ async fn answer_repeats(
     for it in &keyed {
         pipe.get(&it.idempotency.as_ref().expect("keyed").redis_key);
     }
-    let mut con = app.redis.clone();
+    let mut con = app.redis.get();
     let records: Vec<Option<String>> = pipe.query_async(&mut con).await.map_err(ApiError::Redis)?;
     let mut seen: std::collections::HashMap<usize, String> = keyed
         .iter()
@@ -316,7 +316,7 @@ async fn append_all(
         && r.iter().any(|r| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
     {
         // Redis restarted without its script cache: nothing keyed was applied; load it, retry.
-        let mut con = app.redis.clone();
+        let mut con = app.redis.get();
         app.submit_script
             .load_async(&mut con)
             .await
@@ -392,7 +392,7 @@ async fn pipeline(
     }
     let keyed = items.iter().any(|it| it.idempotency.is_some());
     crate::messages::with_wait(app, &mut pipe, &caller.domain, keyed);
-    let mut con = app.redis.clone();
+    let mut con = app.redis.get();
     pipe.query_async(&mut con).await
 }
 

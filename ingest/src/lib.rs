@@ -25,7 +25,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) struct AppState {
-    pub(crate) redis: mb_shared::redis_conn::RedisConn,
+    /// Each request takes one connection for all its commands (a `WAIT` must follow its write).
+    pub(crate) redis: mb_shared::redis_conn::RedisPool,
     pub(crate) submit_script: redis::Script,
     pub(crate) store: InternalClient,
     pub(crate) keyring: Arc<LiveKeyring>,
@@ -76,7 +77,11 @@ impl Service {
         let metrics = metrics::Metrics::register(&mut registry);
         let listener_metrics = mb_shared::server::ListenerMetrics::register(&mut registry);
         let state = AppState {
-            redis: mb_shared::streams::connection_manager(&cfg.redis_url, cfg.redis_timeout)?,
+            redis: mb_shared::streams::connection_pool(
+                &cfg.redis_url,
+                cfg.redis_timeout,
+                cfg.redis_connections,
+            )?,
             submit_script: redis::Script::new(mb_shared::streams::SUBMIT),
             store: store.clone(),
             keyring: Arc::new(LiveKeyring::load(&cfg.keyring)?),
@@ -220,7 +225,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) 
             "access list not loaded yet",
         );
     }
-    let mut con = app.redis.clone();
+    let mut con = app.redis.get();
     match redis::cmd("PING").query_async::<String>(&mut con).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
@@ -239,7 +244,7 @@ pub async fn run(
     state.keyring.spawn_watch(service.keyring_reload);
     let backlog = {
         let state = state.clone();
-        tokio::spawn(async move { state.backlog.watch(state.redis.clone()).await })
+        tokio::spawn(async move { state.backlog.watch(state.redis.get()).await })
     };
     let access = {
         let (state, every) = (state.clone(), service.revocation_poll);

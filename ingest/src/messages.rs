@@ -101,7 +101,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(MessageIn, Option<String>)
 pub(crate) async fn admit(app: &AppState, caller: &Caller, bucket: Bucket) -> Result<(), ApiError> {
     let limited = app
         .rate_limiter
-        .check(&app.redis, caller, bucket)
+        .check(&app.redis.get(), caller, bucket)
         .await
         .map_err(ApiError::Redis)?;
     if let Err(l) = limited {
@@ -182,7 +182,7 @@ async fn append(
         with_wait(app, &mut pipe, &caller.domain, keyed);
         pipe
     };
-    let mut con = app.redis.clone();
+    let mut con = app.redis.get();
     let mut replies: Vec<redis::Value> = match pipeline().query_async(&mut con).await {
         // Redis restarted (or failed over) without its script cache: nothing was applied.
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -340,7 +340,7 @@ impl Idempotency {
         app: &AppState,
         caller: &Caller,
     ) -> Result<Option<MessageOut>, ApiError> {
-        let mut con = app.redis.clone();
+        let mut con = app.redis.get();
         let prev: Option<String> = redis::cmd("GET")
             .arg(&self.redis_key)
             .query_async(&mut con)

@@ -237,6 +237,40 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// A few connections to the same Redis (or cluster), handed out in turn; cheap to clone.
+///
+/// Redis reads at most 16 KiB from a connection in each pass of its event loop, and with
+/// `appendfsync always` it writes and fsyncs the AOF once per pass, before it answers. All the
+/// writes of a busy service on one connection would share each fsync 16 KiB at a time; over
+/// several connections, one fsync covers up to 16 KiB from each.
+///
+/// A request takes one connection ([`RedisPool::get`]) and keeps it for its commands, so a
+/// `WAIT` follows the write it waits for on the same connection.
+#[derive(Clone)]
+pub struct RedisPool {
+    conns: std::sync::Arc<[RedisConn]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RedisPool {
+    /// `size` lazy connections (at least one); see [`RedisTarget::lazy`].
+    pub fn lazy(target: &RedisTarget, t: Timeouts, size: usize) -> RedisResult<Self> {
+        let conns = (0..size.max(1))
+            .map(|_| target.lazy(t))
+            .collect::<RedisResult<Vec<_>>>()?;
+        Ok(Self {
+            conns: conns.into(),
+            next: Default::default(),
+        })
+    }
+
+    /// The next connection in turn.
+    pub fn get(&self) -> RedisConn {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.conns[i % self.conns.len()].clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -510,6 +510,22 @@ pub fn connection_manager(
     })
 }
 
+/// `size` connections handed out in turn, made on first use like [`connection_manager`]'s.
+pub fn connection_pool(
+    url: &str,
+    response_timeout: std::time::Duration,
+    size: usize,
+) -> redis::RedisResult<crate::redis_conn::RedisPool> {
+    crate::redis_conn::RedisPool::lazy(
+        &RedisTarget::parse(url)?,
+        Timeouts {
+            connect: response_timeout,
+            response: Some(response_timeout),
+        },
+        size,
+    )
+}
+
 /// The oldest Redis the broker runs on: XAUTOCLAIM (and its `deleted_ids`, 7.0) came in 6.2.
 pub const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
 
