@@ -217,7 +217,8 @@ pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
         .with_state(state)
 }
 
-/// Ready when the access list is loaded and Redis answers PING.
+/// Ready when the access list is loaded and Redis answers PING on every connection (after a
+/// Redis restart each connection reconnects on its first command; this is that command).
 async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     if app.access.current().is_none() {
         return (
@@ -225,11 +226,17 @@ async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) 
             "access list not loaded yet",
         );
     }
-    let mut con = app.redis.get();
-    match redis::cmd("PING").query_async::<String>(&mut con).await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
+    let conns: Vec<_> = app.redis.all().collect();
+    for mut con in conns {
+        if redis::cmd("PING")
+            .query_async::<String>(&mut con)
+            .await
+            .is_err()
+        {
+            return (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable");
+        }
     }
+    (StatusCode::OK, "ready")
 }
 
 /// Serves ingest on already-bound listeners until `shutdown`, then drains open requests.

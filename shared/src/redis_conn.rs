@@ -264,6 +264,11 @@ impl RedisPool {
         })
     }
 
+    /// Every connection, for what must reach each of them (a readiness check).
+    pub fn all(&self) -> impl Iterator<Item = RedisConn> + '_ {
+        self.conns.iter().cloned()
+    }
+
     /// The next connection in turn.
     pub fn get(&self) -> RedisConn {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
