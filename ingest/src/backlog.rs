@@ -34,7 +34,7 @@ impl Backlog {
     }
 
     /// Polls every domain's stream length until the task is dropped.
-    pub(crate) async fn watch(&self, redis: mb_shared::redis_conn::RedisConn) {
+    pub(crate) async fn watch(&self, redis: mb_shared::redis_conn::PooledConn) {
         if self.max_len == 0 {
             return;
         }

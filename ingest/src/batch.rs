@@ -105,7 +105,7 @@ async fn enqueue(
     // The rate limit counts messages; those beyond the allowance get 429.
     let (allowed, limited) = app
         .rate_limiter
-        .take(&app.redis.get(), caller, Bucket::Submit, items.len() as u64)
+        .take(&app.redis, caller, Bucket::Submit, items.len() as u64)
         .await
         .map_err(ApiError::Redis)?;
     let (items, over) = split_at(items, allowed as usize);

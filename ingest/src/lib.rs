@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) struct AppState {
-    /// Each request takes one connection for all its commands (a `WAIT` must follow its write).
+    /// A write and the `WAIT` for it go in one pipeline, on one connection of the pool.
     pub(crate) redis: mb_shared::redis_conn::RedisPool,
     pub(crate) submit_script: redis::Script,
     pub(crate) store: InternalClient,
@@ -217,8 +217,7 @@ pub(crate) fn router(state: Arc<AppState>, body: BodyLimit) -> Router {
         .with_state(state)
 }
 
-/// Ready when the access list is loaded and Redis answers PING on every connection (after a
-/// Redis restart each connection reconnects on its first command; this is that command).
+/// Ready when the access list is loaded and Redis answers PING on every connection.
 async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     if app.access.current().is_none() {
         return (
@@ -226,17 +225,10 @@ async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) 
             "access list not loaded yet",
         );
     }
-    let conns: Vec<_> = app.redis.all().collect();
-    for mut con in conns {
-        if redis::cmd("PING")
-            .query_async::<String>(&mut con)
-            .await
-            .is_err()
-        {
-            return (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable");
-        }
+    match app.redis.ping_all().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
     }
-    (StatusCode::OK, "ready")
 }
 
 /// Serves ingest on already-bound listeners until `shutdown`, then drains open requests.

@@ -101,7 +101,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(MessageIn, Option<String>)
 pub(crate) async fn admit(app: &AppState, caller: &Caller, bucket: Bucket) -> Result<(), ApiError> {
     let limited = app
         .rate_limiter
-        .check(&app.redis.get(), caller, bucket)
+        .check(&app.redis, caller, bucket)
         .await
         .map_err(ApiError::Redis)?;
     if let Err(l) = limited {

@@ -121,7 +121,7 @@ impl RateLimiter {
     /// Takes one request from the client's allowance in `bucket`.
     pub(crate) async fn check(
         &self,
-        redis: &mb_shared::redis_conn::RedisConn,
+        redis: &mb_shared::redis_conn::RedisPool,
         caller: &Caller,
         bucket: Bucket,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
@@ -133,7 +133,7 @@ impl RateLimiter {
     /// its messages, not one request): how many it may send now, and how long the rest wait.
     pub(crate) async fn take(
         &self,
-        redis: &mb_shared::redis_conn::RedisConn,
+        redis: &mb_shared::redis_conn::RedisPool,
         caller: &Caller,
         bucket: Bucket,
         want: u64,
@@ -145,7 +145,7 @@ impl RateLimiter {
             return Ok((0, None));
         }
         let (interval_us, tolerance_us) = gcra_params(limit);
-        let mut con = redis.clone();
+        let mut con = redis.get();
         let (allowed, wait_us): (u64, u64) = self
             .script
             .key(streams::rate_key(

@@ -244,8 +244,11 @@ impl ConnectionLike for RedisConn {
 /// writes of a busy service on one connection would share each fsync 16 KiB at a time; over
 /// several connections, one fsync covers up to 16 KiB from each.
 ///
-/// A request takes one connection ([`RedisPool::get`]) and keeps it for its commands, so a
-/// `WAIT` follows the write it waits for on the same connection.
+/// Commands that belong together (a write and the `WAIT` for it) go in one pipeline, which
+/// is sent on one connection. A connection found dropped (Redis restarted or went away) wakes
+/// the others before its error is returned, so they reconnect now rather than each failing
+/// one more request; a command refused a connection (nothing was sent) is tried once more,
+/// since the refusal may be a reconnect that failed while Redis was still down.
 #[derive(Clone)]
 pub struct RedisPool {
     conns: std::sync::Arc<[RedisConn]>,
@@ -264,15 +267,94 @@ impl RedisPool {
         })
     }
 
-    /// Every connection, for what must reach each of them (a readiness check).
-    pub fn all(&self) -> impl Iterator<Item = RedisConn> + '_ {
-        self.conns.iter().cloned()
+    /// The next connection in turn.
+    pub fn get(&self) -> PooledConn {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.at(i)
     }
 
-    /// The next connection in turn.
-    pub fn get(&self) -> RedisConn {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.conns[i % self.conns.len()].clone()
+    fn at(&self, i: usize) -> PooledConn {
+        PooledConn {
+            conn: self.conns[i % self.conns.len()].clone(),
+            pool: self.clone(),
+        }
+    }
+
+    /// PING on every connection at once: all of them answer, or the first error.
+    pub async fn ping_all(&self) -> RedisResult<()> {
+        let pings = (0..self.conns.len()).map(|i| {
+            let mut con = self.at(i);
+            async move { redis::cmd("PING").query_async::<()>(&mut con).await }
+        });
+        futures::future::join_all(pings).await.into_iter().collect()
+    }
+
+    /// A PING on each connection: one that is dropped starts reconnecting.
+    async fn wake_all(&self) {
+        let pings = self.conns.iter().map(|c| {
+            let mut con = c.clone();
+            async move { redis::cmd("PING").query_async::<()>(&mut con).await }
+        });
+        futures::future::join_all(pings).await;
+    }
+}
+
+/// One connection of a [`RedisPool`].
+#[derive(Clone)]
+pub struct PooledConn {
+    conn: RedisConn,
+    pool: RedisPool,
+}
+
+/// Whether to send a command again, or to wake the pool, after `r`.
+enum After {
+    Done,
+    Retry,
+    WakeAll,
+}
+
+fn after<T>(r: &RedisResult<T>) -> After {
+    match r {
+        Err(e) if e.is_connection_refusal() => After::Retry,
+        Err(e) if e.is_connection_dropped() => After::WakeAll,
+        _ => After::Done,
+    }
+}
+
+impl ConnectionLike for PooledConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut r = self.conn.req_packed_command(cmd).await;
+            if let After::Retry = after(&r) {
+                r = self.conn.req_packed_command(cmd).await;
+            }
+            if let After::WakeAll = after(&r) {
+                self.pool.wake_all().await;
+            }
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            if let After::Retry = after(&r) {
+                r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            }
+            if let After::WakeAll = after(&r) {
+                self.pool.wake_all().await;
+            }
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 
