@@ -246,13 +246,17 @@ impl ConnectionLike for RedisConn {
 ///
 /// Commands that belong together (a write and the `WAIT` for it) go in one pipeline, which
 /// is sent on one connection. A connection found dropped (Redis restarted or went away) wakes
-/// the others before its error is returned, so they reconnect now rather than each failing
-/// one more request; a command refused a connection (nothing was sent) is tried once more,
-/// since the refusal may be a reconnect that failed while Redis was still down.
+/// the others before its error is returned, so they reconnect now instead of each failing its
+/// next request. On a single Redis a command refused a connection is tried once more: the
+/// manager connects before it writes, so nothing was sent, and the refusal may be a reconnect
+/// that failed while Redis was still down. (A cluster connection retries by itself, and there
+/// a refusal can follow an attempt that was sent, so it is not repeated.)
 #[derive(Clone)]
 pub struct RedisPool {
     conns: std::sync::Arc<[RedisConn]>,
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// A wake is under way: requests that find a dropped connection meanwhile do not repeat it.
+    waking: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisPool {
@@ -264,6 +268,7 @@ impl RedisPool {
         Ok(Self {
             conns: conns.into(),
             next: Default::default(),
+            waking: Default::default(),
         })
     }
 
@@ -289,13 +294,27 @@ impl RedisPool {
         futures::future::join_all(pings).await.into_iter().collect()
     }
 
-    /// A PING on each connection: one that is dropped starts reconnecting.
+    /// A PING on each connection: one that is dropped fails it at once and starts
+    /// reconnecting. Waits at most 250 ms (a PING may queue behind a slow command).
     async fn wake_all(&self) {
+        use std::sync::atomic::Ordering;
+        /// Clears the flag however the wake ends (its request may be dropped mid-way).
+        struct Waking<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Waking<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        if self.waking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _waking = Waking(&self.waking);
         let pings = self.conns.iter().map(|c| {
             let mut con = c.clone();
             async move { redis::cmd("PING").query_async::<()>(&mut con).await }
         });
-        futures::future::join_all(pings).await;
+        let _ = tokio::time::timeout(Duration::from_millis(250), futures::future::join_all(pings))
+            .await;
     }
 }
 
@@ -313,10 +332,10 @@ enum After {
     WakeAll,
 }
 
-fn after<T>(r: &RedisResult<T>) -> After {
+fn after<T>(con: &RedisConn, r: &RedisResult<T>) -> After {
     match r {
-        Err(e) if e.is_connection_refusal() => After::Retry,
-        Err(e) if e.is_connection_dropped() => After::WakeAll,
+        Err(e) if e.is_connection_refusal() && matches!(con, RedisConn::Manager(_)) => After::Retry,
+        Err(e) if e.is_connection_dropped() && !e.is_connection_refusal() => After::WakeAll,
         _ => After::Done,
     }
 }
@@ -325,10 +344,10 @@ impl ConnectionLike for PooledConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let mut r = self.conn.req_packed_command(cmd).await;
-            if let After::Retry = after(&r) {
+            if let After::Retry = after(&self.conn, &r) {
                 r = self.conn.req_packed_command(cmd).await;
             }
-            if let After::WakeAll = after(&r) {
+            if let After::WakeAll = after(&self.conn, &r) {
                 self.pool.wake_all().await;
             }
             r
@@ -343,10 +362,10 @@ impl ConnectionLike for PooledConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let mut r = self.conn.req_packed_commands(pipeline, offset, count).await;
-            if let After::Retry = after(&r) {
+            if let After::Retry = after(&self.conn, &r) {
                 r = self.conn.req_packed_commands(pipeline, offset, count).await;
             }
-            if let After::WakeAll = after(&r) {
+            if let After::WakeAll = after(&self.conn, &r) {
                 self.pool.wake_all().await;
             }
             r
@@ -361,6 +380,43 @@ impl ConnectionLike for PooledConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_is_repeated_on_a_single_redis_only_and_a_drop_wakes_the_pool() {
+        let t = Timeouts {
+            connect: Duration::from_millis(100),
+            response: Some(Duration::from_millis(100)),
+        };
+        let single = RedisTarget::parse("redis://127.0.0.1:1")
+            .unwrap()
+            .lazy(t)
+            .unwrap();
+        let cluster = RedisTarget::parse("redis+cluster://127.0.0.1:1")
+            .unwrap()
+            .lazy(t)
+            .unwrap();
+        let io = |kind| -> RedisResult<()> { Err(std::io::Error::from(kind).into()) };
+        use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset};
+        assert!(matches!(
+            after(&single, &io(ConnectionRefused)),
+            After::Retry
+        ));
+        assert!(matches!(
+            after(&cluster, &io(ConnectionRefused)),
+            After::Done
+        ));
+        for con in [&single, &cluster] {
+            assert!(matches!(after(con, &io(BrokenPipe)), After::WakeAll));
+            assert!(matches!(after(con, &io(ConnectionReset)), After::WakeAll));
+            assert!(matches!(after(con, &Ok(())), After::Done));
+            let reply: RedisResult<()> = Err((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "x",
+            )
+                .into());
+            assert!(matches!(after(con, &reply), After::Done));
+        }
+    }
 
     #[test]
     fn a_single_url_is_one_server_and_a_cluster_url_lists_its_seed_nodes() {
