@@ -34,7 +34,7 @@ impl Backlog {
     }
 
     /// Polls every domain's stream length until the task is dropped.
-    pub(crate) async fn watch(&self, redis: mb_shared::redis_conn::PooledConn) {
+    pub(crate) async fn watch(&self, redis: mb_shared::redis_conn::RedisConn) {
         if self.max_len == 0 {
             return;
         }

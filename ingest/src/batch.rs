@@ -393,7 +393,11 @@ async fn pipeline(
     let keyed = items.iter().any(|it| it.idempotency.is_some());
     crate::messages::with_wait(app, &mut pipe, &caller.domain, keyed);
     let mut con = app.redis.get();
-    pipe.query_async(&mut con).await
+    match pipe.query_async(&mut con).await {
+        // Nothing was sent (see RedisPool::recover).
+        Err(e) if app.redis.recover(&con, &e).await => pipe.query_async(&mut con).await,
+        other => other,
+    }
 }
 
 fn answer(results: Vec<Option<Result<MessageOut, ApiError>>>) -> BatchOut {

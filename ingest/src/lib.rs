@@ -25,7 +25,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) struct AppState {
-    /// A write and the `WAIT` for it go in one pipeline, on one connection of the pool.
+    /// A write and the `WAIT` for it go in one pipeline, on one connection of the pool; a
+    /// failed write asks the pool to `recover`.
     pub(crate) redis: mb_shared::redis_conn::RedisPool,
     pub(crate) submit_script: redis::Script,
     pub(crate) store: InternalClient,

@@ -183,7 +183,13 @@ async fn append(
         pipe
     };
     let mut con = app.redis.get();
-    let mut replies: Vec<redis::Value> = match pipeline().query_async(&mut con).await {
+    let replies: redis::RedisResult<Vec<redis::Value>> =
+        match pipeline().query_async(&mut con).await {
+            // Nothing was sent (see RedisPool::recover).
+            Err(e) if app.redis.recover(&con, &e).await => pipeline().query_async(&mut con).await,
+            other => other,
+        };
+    let mut replies: Vec<redis::Value> = match replies {
         // Redis restarted (or failed over) without its script cache: nothing was applied.
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             app.submit_script

@@ -145,19 +145,17 @@ impl RateLimiter {
             return Ok((0, None));
         }
         let (interval_us, tolerance_us) = gcra_params(limit);
+        let mut call = self.script.key(streams::rate_key(
+            &caller.domain,
+            bucket.name(),
+            caller.client_id.as_str(),
+        ));
+        call.arg(interval_us).arg(tolerance_us).arg(want);
         let mut con = redis.get();
-        let (allowed, wait_us): (u64, u64) = self
-            .script
-            .key(streams::rate_key(
-                &caller.domain,
-                bucket.name(),
-                caller.client_id.as_str(),
-            ))
-            .arg(interval_us)
-            .arg(tolerance_us)
-            .arg(want)
-            .invoke_async(&mut con)
-            .await?;
+        let (allowed, wait_us): (u64, u64) = match call.invoke_async(&mut con).await {
+            Err(e) if redis.recover(&con, &e).await => call.invoke_async(&mut con).await?,
+            r => r?,
+        };
         let limited = (allowed < want).then(|| Limited {
             retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
         });

@@ -245,12 +245,8 @@ impl ConnectionLike for RedisConn {
 /// several connections, one fsync covers up to 16 KiB from each.
 ///
 /// Commands that belong together (a write and the `WAIT` for it) go in one pipeline, which
-/// is sent on one connection. A connection found dropped (Redis restarted or went away) wakes
-/// the others before its error is returned, so they reconnect now instead of each failing its
-/// next request. On a single Redis a command refused a connection is tried once more: the
-/// manager connects before it writes, so nothing was sent, and the refusal may be a reconnect
-/// that failed while Redis was still down. (A cluster connection retries by itself, and there
-/// a refusal can follow an attempt that was sent, so it is not repeated.)
+/// is sent on one connection. After a failed command, [`RedisPool::recover`] wakes the other
+/// connections if this one was found dropped, and says whether the command may be sent again.
 #[derive(Clone)]
 pub struct RedisPool {
     conns: std::sync::Arc<[RedisConn]>,
@@ -273,23 +269,41 @@ impl RedisPool {
     }
 
     /// The next connection in turn.
-    pub fn get(&self) -> PooledConn {
+    pub fn get(&self) -> RedisConn {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.at(i)
+        self.conns[i % self.conns.len()].clone()
     }
 
-    fn at(&self, i: usize) -> PooledConn {
-        PooledConn {
-            conn: self.conns[i % self.conns.len()].clone(),
-            pool: self.clone(),
+    /// After `con` failed with `e`. A connection found dropped (Redis restarted or went away)
+    /// wakes the others, so they reconnect now instead of each failing its next request. True
+    /// when the command may be sent again: on a single Redis, a refused connection means
+    /// nothing was sent (the manager connects before it writes), and the refusal may be a
+    /// reconnect that failed while Redis was still down. A cluster connection retries by
+    /// itself, and there a refusal can follow an attempt that was sent, so it is not repeated.
+    pub async fn recover(&self, con: &RedisConn, e: &redis::RedisError) -> bool {
+        match after(con, e) {
+            After::Retry => true,
+            After::WakeAll => {
+                self.wake_all().await;
+                false
+            }
+            After::Done => false,
         }
     }
 
     /// PING on every connection at once: all of them answer, or the first error.
     pub async fn ping_all(&self) -> RedisResult<()> {
-        let pings = (0..self.conns.len()).map(|i| {
-            let mut con = self.at(i);
-            async move { redis::cmd("PING").query_async::<()>(&mut con).await }
+        let pings = self.conns.iter().map(|c| {
+            let mut con = c.clone();
+            async move {
+                let ping = || redis::cmd("PING");
+                match ping().query_async::<()>(&mut con).await {
+                    Err(e) if self.recover(&con, &e).await => {
+                        ping().query_async::<()>(&mut con).await
+                    }
+                    r => r,
+                }
+            }
         });
         futures::future::join_all(pings).await.into_iter().collect()
     }
@@ -318,62 +332,24 @@ impl RedisPool {
     }
 }
 
-/// One connection of a [`RedisPool`].
-#[derive(Clone)]
-pub struct PooledConn {
-    conn: RedisConn,
-    pool: RedisPool,
-}
-
-/// Whether to send a command again, or to wake the pool, after `r`.
+/// What to do after a failed command.
 enum After {
     Done,
     Retry,
     WakeAll,
 }
 
-fn after<T>(con: &RedisConn, r: &RedisResult<T>) -> After {
-    match r {
-        Err(e) if e.is_connection_refusal() && matches!(con, RedisConn::Manager(_)) => After::Retry,
-        Err(e) if e.is_connection_dropped() && !e.is_connection_refusal() => After::WakeAll,
-        _ => After::Done,
-    }
-}
-
-impl ConnectionLike for PooledConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut r = self.conn.req_packed_command(cmd).await;
-            if let After::Retry = after(&self.conn, &r) {
-                r = self.conn.req_packed_command(cmd).await;
-            }
-            if let After::WakeAll = after(&self.conn, &r) {
-                self.pool.wake_all().await;
-            }
-            r
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let mut r = self.conn.req_packed_commands(pipeline, offset, count).await;
-            if let After::Retry = after(&self.conn, &r) {
-                r = self.conn.req_packed_commands(pipeline, offset, count).await;
-            }
-            if let After::WakeAll = after(&self.conn, &r) {
-                self.pool.wake_all().await;
-            }
-            r
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
+fn after(con: &RedisConn, e: &redis::RedisError) -> After {
+    if e.is_connection_refusal() {
+        if matches!(con, RedisConn::Manager(_)) {
+            After::Retry
+        } else {
+            After::Done
+        }
+    } else if e.is_connection_dropped() {
+        After::WakeAll
+    } else {
+        After::Done
     }
 }
 
@@ -395,7 +371,7 @@ mod tests {
             .unwrap()
             .lazy(t)
             .unwrap();
-        let io = |kind| -> RedisResult<()> { Err(std::io::Error::from(kind).into()) };
+        let io = |kind| -> redis::RedisError { std::io::Error::from(kind).into() };
         use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset};
         assert!(matches!(
             after(&single, &io(ConnectionRefused)),
@@ -405,15 +381,14 @@ mod tests {
             after(&cluster, &io(ConnectionRefused)),
             After::Done
         ));
+        let reply: redis::RedisError = (
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "x",
+        )
+            .into();
         for con in [&single, &cluster] {
             assert!(matches!(after(con, &io(BrokenPipe)), After::WakeAll));
             assert!(matches!(after(con, &io(ConnectionReset)), After::WakeAll));
-            assert!(matches!(after(con, &Ok(())), After::Done));
-            let reply: RedisResult<()> = Err((
-                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
-                "x",
-            )
-                .into());
             assert!(matches!(after(con, &reply), After::Done));
         }
     }
